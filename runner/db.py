@@ -1,0 +1,54 @@
+"""Connections: where the database is, and turning its errors into one line."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import click
+import psycopg
+
+APP_NAME = "chatdesk"
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of a database error, with its SQLSTATE when it has one."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    sqlstate = getattr(error, "sqlstate", None)
+    return f"{text} [{sqlstate}]" if sqlstate else text
+
+
+def connect(conninfo: str | None, *, autocommit: bool = True, **kwargs) -> psycopg.Connection:
+    """Connect with a libpq URL or keyword string; None or "" means the PG* variables and defaults."""
+    try:
+        return psycopg.connect(
+            conninfo or "",
+            autocommit=autocommit,
+            application_name=APP_NAME,
+            connect_timeout=kwargs.pop("connect_timeout", 10),
+            **kwargs,
+        )
+    except psycopg.Error as error:
+        raise click.ClickException(f"cannot connect to the database: {first_line(error)}") from None
+
+
+@contextlib.contextmanager
+def advisory_lock(conn: psycopg.Connection, key: int, *, wait: bool = True) -> Iterator[bool]:
+    """Hold a session-level advisory lock; yields False (and holds nothing) if wait=False and it is taken."""
+    if wait:
+        conn.execute("select pg_advisory_lock(%s)", (key,))
+        got = True
+    else:
+        got = conn.execute("select pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
+    try:
+        yield got
+    finally:
+        if got and not conn.closed:
+            # A broken connection has released the lock with itself.
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("select pg_advisory_unlock(%s)", (key,))
+
+
+# Advisory lock keys (one bigint space per database); fixed so every runner agrees.
+LOCK_MIGRATE = 0x63686174_0001  # "chat" + 1
+LOCK_ROLLUP = 0x63686174_0002

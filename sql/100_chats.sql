@@ -1,0 +1,114 @@
+-- ---------------------------------------------------------------------------
+-- Chats: the state machine guard and the event log.
+-- The allowed changes live in chatdesk.state_transitions; this is the only
+-- place that reads it for a change, so the rules are written once.
+-- ---------------------------------------------------------------------------
+create or replace function chatdesk.next_state(p_event text, p_from_state text)
+returns text
+language sql
+stable
+as $$
+    -- The state an event moves a chat to from p_from_state, or null when the
+    -- event leaves that state alone (a real-user message to an assigned chat).
+    select to_state
+      from chatdesk.state_transitions
+     where event = p_event and from_state = p_from_state;
+$$;
+
+create or replace function chatdesk.chats__guard_insert()
+returns trigger
+language plpgsql
+as $$
+begin
+    -- A chat is born waiting for its user, with no assignee and zero counters
+    -- (the counters belong to the message triggers).
+    if new.chat_state is distinct from 'waiting_real_user_reply' or new.assigned_operator_id is not null then
+        raise exception using
+            errcode = 'CD002',
+            message = format('chatdesk: chat %s must start in waiting_real_user_reply without an operator, not %s',
+                             new.id, coalesce(new.chat_state, 'null'));
+    end if;
+    new.state_reason := 'start';
+    new.message_count := 0;
+    new.last_message_at := null;
+    new.last_user_message_id := null;
+    new.waiting_since := null;
+    new.queued_at := null;
+    new.assigned_at := null;
+    new.created_at := chatdesk.clock();
+    return new;
+end;
+$$;
+
+create or replace function chatdesk.chats__guard_state()
+returns trigger
+language plpgsql
+as $$
+declare
+    v_asked text;
+    v_event text;
+begin
+    -- Fires when chat_state or the assignee changes, from any source (the API
+    -- functions, a direct UPDATE). Refuses, with CD002, every change that
+    -- chatdesk.state_transitions does not list; otherwise records the reason
+    -- and applies the side effects of the new state.
+    if new.chat_state = old.chat_state then
+        raise exception using
+            errcode = 'CD002',
+            message = format('chatdesk: chat %s: the operator cannot change from %s to %s while %s',
+                             old.id, coalesce(old.assigned_operator_id::text, 'none'),
+                             coalesce(new.assigned_operator_id::text, 'none'), old.chat_state);
+    end if;
+
+    -- A caller may name the event (state_reason); a bare UPDATE gets the first fitting one.
+    v_asked := case when new.state_reason is distinct from old.state_reason then new.state_reason end;
+    select t.event into v_event
+      from chatdesk.state_transitions t
+     where t.from_state = old.chat_state
+       and t.to_state = new.chat_state
+       and (v_asked is null or t.event = v_asked)
+     order by t.ordinal
+     limit 1;
+    if v_event is null then
+        raise exception using
+            errcode = 'CD002',
+            message = format('chatdesk: chat %s cannot go from %s to %s%s',
+                             old.id, old.chat_state, new.chat_state,
+                             coalesce(' by ' || v_asked, ''));
+    end if;
+    new.state_reason := v_event;
+
+    if new.chat_state = 'assigned' then
+        new.assigned_at := chatdesk.clock();
+    else
+        new.assigned_operator_id := null;
+        new.assigned_at := null;
+    end if;
+
+    if new.chat_state = 'waiting_assignment' then
+        if old.chat_state = 'assigned' then
+            new.queued_at := old.queued_at;            -- released: back to its old place
+        elsif new.queued_at is not distinct from old.queued_at then
+            new.queued_at := chatdesk.clock();         -- (re)joins the queue at the end
+        end if;
+    end if;
+    return new;
+end;
+$$;
+
+create or replace function chatdesk.chats__log_event()
+returns trigger
+language plpgsql
+as $$
+begin
+    -- One chat_events row per state change (and one for the chat's creation).
+    insert into chatdesk.chat_events (chat_id, from_state, to_state, operator_id, reason, created_at)
+    values (new.id,
+            case when tg_op = 'UPDATE' then old.chat_state end,
+            new.chat_state,
+            case when tg_op = 'UPDATE' then coalesce(new.assigned_operator_id, old.assigned_operator_id) end,
+            new.state_reason,
+            chatdesk.clock());
+    return null;
+end;
+$$;

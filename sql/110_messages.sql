@@ -1,0 +1,232 @@
+-- ---------------------------------------------------------------------------
+-- Messages: every rule of a message write, whether it comes through
+-- send_user_message / send_operator_message or a direct INSERT.
+-- ---------------------------------------------------------------------------
+create or replace function chatdesk.messages__accept()
+returns trigger
+language plpgsql
+as $$
+declare
+    v_chat      chatdesk.chats%rowtype;
+    v_next      text;
+    v_meanwhile boolean := false;
+begin
+    -- Locks the chat row, so writes to one chat serialise and no interleaving
+    -- can lose a message; then, under that lock:
+    --   * a repeated (chat_id, client_message_id) writes nothing (returns null);
+    --   * refuses: unknown chat/operator/seen message (23503), empty or
+    --     over-long body and misplaced fields (23514), an operator who is not
+    --     the assignee (CD001), an operator message to a closed chat (CD005);
+    --   * hands out the id and created_at, so id order is commit order per chat;
+    --   * moves the chat along the state table and keeps its counters exact.
+    if new.sender_type is null or new.sender_type not in ('real_user', 'operator', 'system') then
+        raise exception using errcode = '23514',
+            message = format('chatdesk: sender_type %s is not real_user, operator or system (chat %s)',
+                             coalesce(quote_literal(new.sender_type), 'null'), new.chat_id);
+    end if;
+    if new.body is null or btrim(new.body, E' \t\r\n') = '' or length(new.body) > 10000 then
+        raise exception using errcode = '23514',
+            message = format('chatdesk: message body for chat %s must have 1 to 10000 characters, not %s',
+                             new.chat_id,
+                             case when new.body is null then 'null'
+                                  when length(new.body) > 10000 then length(new.body)::text
+                                  else 'blank' end);
+    end if;
+
+    select * into v_chat from chatdesk.chats where id = new.chat_id for no key update;
+    if not found then
+        raise exception using errcode = '23503',
+            message = format('chatdesk: chat %s does not exist', coalesce(new.chat_id::text, 'null'));
+    end if;
+
+    if new.client_message_id is not null and exists (
+        select 1 from chatdesk.messages
+         where chat_id = new.chat_id and client_message_id = new.client_message_id) then
+        return null;  -- a client retry: the first message stands
+    end if;
+
+    if new.sender_type = 'operator' then
+        if new.handled_by_operator_id is null
+           or not exists (select 1 from chatdesk.operators where id = new.handled_by_operator_id) then
+            raise exception using errcode = '23503',
+                message = format('chatdesk: operator %s does not exist (chat %s)',
+                                 coalesce(new.handled_by_operator_id::text, 'null'), new.chat_id);
+        end if;
+        if v_chat.chat_state = 'closed' then
+            raise exception using errcode = 'CD005',
+                message = format('chatdesk: chat %s is closed; operator %s cannot write to it',
+                                 new.chat_id, new.handled_by_operator_id);
+        end if;
+        if v_chat.assigned_operator_id is distinct from new.handled_by_operator_id then
+            raise exception using errcode = 'CD001',
+                message = format('chatdesk: operator %s is not the assignee of chat %s (%s, assignee %s)',
+                                 new.handled_by_operator_id, new.chat_id, v_chat.chat_state,
+                                 coalesce(v_chat.assigned_operator_id::text, 'none'));
+        end if;
+    elsif new.handled_by_operator_id is not null then
+        raise exception using errcode = '23514',
+            message = format('chatdesk: a %s message cannot carry handled_by_operator_id %s (chat %s)',
+                             new.sender_type, new.handled_by_operator_id, new.chat_id);
+    end if;
+
+    if new.seen_message_id is not null then
+        if new.sender_type <> 'operator' then
+            raise exception using errcode = '23514',
+                message = format('chatdesk: only operator messages carry seen_message_id (chat %s)', new.chat_id);
+        end if;
+        if not exists (select 1 from chatdesk.messages
+                        where chat_id = new.chat_id and id = new.seen_message_id) then
+            raise exception using errcode = '23503',
+                message = format('chatdesk: seen message %s is not a message of chat %s',
+                                 new.seen_message_id, new.chat_id);
+        end if;
+        -- The reply race: the user wrote after what the operator saw.
+        v_meanwhile := v_chat.last_user_message_id > new.seen_message_id;
+    end if;
+
+    new.id := nextval('chatdesk.messages_id_seq');
+    new.created_at := chatdesk.clock();
+    new.reply_started_at := null;
+
+    if new.sender_type = 'real_user' then
+        v_next := chatdesk.next_state('user_message', v_chat.chat_state);
+        update chatdesk.chats
+           set message_count = message_count + 1,
+               last_message_at = greatest(last_message_at, new.created_at),
+               last_user_message_id = new.id,
+               waiting_since = coalesce(waiting_since, new.created_at),
+               chat_state = coalesce(v_next, chat_state),
+               state_reason = case when v_next is null then state_reason else 'user_message' end,
+               queued_at = case when v_next is null then queued_at else new.created_at end
+         where id = new.chat_id;
+    elsif new.sender_type = 'operator' then
+        -- This message answers the run of real-user messages that began at
+        -- waiting_since (the reply time the daily stats aggregate).
+        new.reply_started_at := v_chat.waiting_since;
+        -- Having seen everything, the operator hands the chat back to the user;
+        -- with a newer user message unseen, the chat stays with the operator.
+        v_next := case when v_meanwhile then null
+                       else chatdesk.next_state('operator_reply', v_chat.chat_state) end;
+        update chatdesk.chats
+           set message_count = message_count + 1,
+               last_message_at = greatest(last_message_at, new.created_at),
+               waiting_since = null,
+               chat_state = coalesce(v_next, chat_state),
+               state_reason = case when v_next is null then state_reason else 'operator_reply' end
+         where id = new.chat_id;
+        update chatdesk.operators
+           set total_messages = total_messages + 1,
+               last_active_at = greatest(last_active_at, new.created_at)
+         where id = new.handled_by_operator_id;
+    else
+        update chatdesk.chats
+           set message_count = message_count + 1,
+               last_message_at = greatest(last_message_at, new.created_at)
+         where id = new.chat_id;
+    end if;
+    return new;
+end;
+$$;
+
+create or replace function chatdesk.messages__guard_update()
+returns trigger
+language plpgsql
+as $$
+begin
+    -- A message is history: only its body (still 1..10000 characters) and the
+    -- operator it is credited to may change. Everything else is refused.
+    if new.id <> old.id or new.chat_id <> old.chat_id or new.sender_type <> old.sender_type
+       or new.created_at <> old.created_at
+       or new.client_message_id is distinct from old.client_message_id
+       or new.seen_message_id is distinct from old.seen_message_id
+       or new.reply_started_at is distinct from old.reply_started_at then
+        raise exception using errcode = '23514',
+            message = format('chatdesk: message %s (chat %s): only body and handled_by_operator_id may change',
+                             old.id, old.chat_id);
+    end if;
+    if new.body is null or btrim(new.body, E' \t\r\n') = '' then
+        raise exception using errcode = '23514',
+            message = format('chatdesk: message %s (chat %s): body must not be empty', old.id, old.chat_id);
+    end if;
+    return new;
+end;
+$$;
+
+create or replace function chatdesk.recount_chats(p_chat_ids uuid[])
+returns void
+language plpgsql
+as $$
+begin
+    -- Recomputes the counters and bookkeeping of the given chats from their
+    -- messages. Locks the chats (in id order, so two recounts cannot
+    -- deadlock) before reading, so the recount sees every committed message.
+    perform 1 from chatdesk.chats where id = any (p_chat_ids) order by id for no key update;
+    update chatdesk.chats c
+       set message_count = a.message_count,
+           last_message_at = a.last_message_at,
+           last_user_message_id = a.last_user_message_id,
+           waiting_since = a.waiting_since
+      from chatdesk.chat_counters_actual a
+     where a.chat_id = c.id
+       and c.id = any (p_chat_ids);
+end;
+$$;
+
+create or replace function chatdesk.messages__after_delete()
+returns trigger
+language plpgsql
+as $$
+begin
+    -- Set-based, once per statement: a purge of a long chat costs one recount
+    -- per chat, not one per deleted message.
+    perform chatdesk.recount_chats(array(select distinct chat_id from deleted));
+    update chatdesk.operators o
+       set total_messages = o.total_messages - d.n
+      from (select handled_by_operator_id as id, count(*) as n
+              from deleted
+             where handled_by_operator_id is not null
+             group by 1
+             order by 1) d
+     where o.id = d.id;
+    return null;
+end;
+$$;
+
+create or replace function chatdesk.messages__after_update()
+returns trigger
+language plpgsql
+as $$
+begin
+    -- Moves operators.total_messages when messages are credited to another operator.
+    update chatdesk.operators o
+       set total_messages = o.total_messages + d.delta
+      from (select id, sum(delta) as delta
+              from (select n.handled_by_operator_id as id, 1 as delta
+                      from new_rows n join old_rows o using (id)
+                     where n.handled_by_operator_id is distinct from o.handled_by_operator_id
+                    union all
+                    select o.handled_by_operator_id, -1
+                      from new_rows n join old_rows o using (id)
+                     where n.handled_by_operator_id is distinct from o.handled_by_operator_id) x
+             where id is not null
+             group by id
+            having sum(delta) <> 0
+             order by id) d
+     where o.id = d.id;
+    return null;
+end;
+$$;
+
+create or replace function chatdesk.messages__after_truncate()
+returns trigger
+language plpgsql
+as $$
+begin
+    -- With every message gone, every counter is zero.
+    update chatdesk.chats
+       set message_count = 0, last_message_at = null, last_user_message_id = null, waiting_since = null
+     where message_count <> 0 or last_message_at is not null or waiting_since is not null;
+    update chatdesk.operators set total_messages = 0 where total_messages <> 0;
+    return null;
+end;
+$$;

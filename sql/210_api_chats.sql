@@ -1,0 +1,99 @@
+-- ---------------------------------------------------------------------------
+-- API: chats and messages. The rules themselves live in the triggers
+-- (110_messages.sql, 100_chats.sql); these are the friendly front doors.
+-- ---------------------------------------------------------------------------
+create or replace function chatdesk.start_chat(p_real_user_id uuid)
+returns uuid
+language plpgsql
+as $$
+declare
+    v_id uuid;
+begin
+    -- A new chat in waiting_real_user_reply. Refuses an unknown user (23503).
+    if p_real_user_id is null or not exists (select 1 from chatdesk.real_users where id = p_real_user_id) then
+        raise exception using errcode = '23503',
+            message = format('chatdesk: real user %s does not exist', coalesce(p_real_user_id::text, 'null'));
+    end if;
+    insert into chatdesk.chats (real_user_id) values (p_real_user_id) returning id into v_id;
+    return v_id;
+end;
+$$;
+
+create or replace function chatdesk.send_user_message(
+    p_chat_id uuid, p_body text, p_client_message_id text default null)
+returns bigint
+language plpgsql
+as $$
+declare
+    v_id bigint;
+begin
+    -- The user's message; moves a waiting or closed chat into the queue.
+    -- The same (chat, client_message_id) again returns the first message's id.
+    insert into chatdesk.messages (chat_id, sender_type, body, client_message_id)
+    values (p_chat_id, 'real_user', p_body, p_client_message_id)
+    returning id into v_id;
+    if v_id is null then  -- the trigger recognised a retry and wrote nothing
+        select id into v_id from chatdesk.messages
+         where chat_id = p_chat_id and client_message_id = p_client_message_id;
+    end if;
+    return v_id;
+end;
+$$;
+
+create or replace function chatdesk.send_operator_message(
+    p_chat_id uuid, p_operator_id uuid, p_body text,
+    p_client_message_id text default null, p_seen_message_id bigint default null)
+returns table (message_id bigint, chat_state text, user_replied_meanwhile boolean)
+language plpgsql
+as $$
+#variable_conflict use_column
+declare
+    v_id   bigint;
+    v_seen bigint := p_seen_message_id;
+begin
+    -- The assignee's answer. p_seen_message_id is the newest message the
+    -- operator had seen (null: everything). If the user wrote after it, the
+    -- chat stays assigned and user_replied_meanwhile is true; otherwise the
+    -- chat goes back to waiting_real_user_reply. A retry with the same client
+    -- id returns the first message, even after the chat has moved on.
+    insert into chatdesk.messages (chat_id, sender_type, handled_by_operator_id, body,
+                                   client_message_id, seen_message_id)
+    values (p_chat_id, 'operator', p_operator_id, p_body, p_client_message_id, p_seen_message_id)
+    returning id into v_id;
+    if v_id is null then
+        select m.id, m.seen_message_id into v_id, v_seen from chatdesk.messages m
+         where m.chat_id = p_chat_id and m.client_message_id = p_client_message_id;
+    end if;
+    return query
+    select v_id,
+           c.chat_state,
+           v_seen is not null and exists (
+               select 1 from chatdesk.messages u
+                where u.chat_id = p_chat_id and u.id > v_seen and u.id < v_id
+                  and u.sender_type = 'real_user')
+      from chatdesk.chats c
+     where c.id = p_chat_id;
+end;
+$$;
+
+create or replace function chatdesk.close_chat(p_chat_id uuid)
+returns void
+language plpgsql
+as $$
+declare
+    v_state text;
+begin
+    -- Closes a chat from any open state. Refuses an unknown chat (23503) and
+    -- a chat that is already closed (CD002). A later user message reopens it.
+    select c.chat_state into v_state from chatdesk.chats c where c.id = p_chat_id for no key update;
+    if not found then
+        raise exception using errcode = '23503',
+            message = format('chatdesk: chat %s does not exist', coalesce(p_chat_id::text, 'null'));
+    end if;
+    if v_state = 'closed' then
+        raise exception using errcode = 'CD002',
+            message = format('chatdesk: chat %s is already closed', p_chat_id);
+    end if;
+    update chatdesk.chats set chat_state = 'closed', state_reason = 'close' where id = p_chat_id;
+end;
+$$;

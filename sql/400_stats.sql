@@ -1,0 +1,119 @@
+-- ---------------------------------------------------------------------------
+-- Daily operator stats. Reply times are worked out when the operator's
+-- message is written (messages.reply_started_at), so a day's rollup only
+-- aggregates that day's operator messages, through messages_operator_day_idx,
+-- whatever the size of history or the length of the chats.
+-- ---------------------------------------------------------------------------
+create or replace function chatdesk.compute_operator_stats(p_date date, p_operator_id uuid default null)
+returns int
+language plpgsql
+as $$
+declare
+    v_tz    text := chatdesk.stats_time_zone();
+    v_from  timestamptz;
+    v_to    timestamptz;
+    v_count int;
+begin
+    -- Upserts operator_daily_stats for p_date (a calendar day in
+    -- stats_time_zone: 23 or 25 hours on a daylight-saving change) in one
+    -- set-based statement. With p_operator_id null: every active operator,
+    -- every operator with messages that day, and every operator who already
+    -- has a row for it; otherwise that one operator. Returns rows written.
+    if p_date is null then
+        raise exception using errcode = '23514', message = 'chatdesk: stats date must not be null';
+    end if;
+    v_from := p_date::timestamp at time zone v_tz;
+    v_to := (p_date + 1)::timestamp at time zone v_tz;
+
+    -- EXECUTE plans with the actual values, so "$3 is null" folds away and
+    -- each variant gets its own index (day range, or operator + day range).
+    execute $sql$
+        with day as (
+            select m.handled_by_operator_id as operator_id,
+                   m.chat_id,
+                   -- null when the message answered no run; never negative
+                   case when m.reply_started_at is not null
+                        then greatest(extract(epoch from m.created_at - m.reply_started_at), 0)
+                   end as reply_seconds
+              from chatdesk.messages m
+             where m.handled_by_operator_id is not null
+               and m.created_at >= $1 and m.created_at < $2
+               and ($3::uuid is null or m.handled_by_operator_id = $3)
+        ), per_operator as (
+            select operator_id,
+                   count(*)::int as messages_sent,
+                   count(distinct chat_id)::int as chats_handled,
+                   count(reply_seconds)::int as replies,
+                   round(avg(reply_seconds), 3) as avg_s,
+                   round((percentile_cont(0.5) within group (order by reply_seconds::float8))::numeric, 3) as p50_s,
+                   round((percentile_cont(0.9) within group (order by reply_seconds::float8))::numeric, 3) as p90_s
+              from day
+             group by operator_id
+        ), targets as (
+            select o.id as operator_id
+              from chatdesk.operators o
+             where case when $3::uuid is null
+                        then o.is_active
+                             or exists (select 1 from per_operator p where p.operator_id = o.id)
+                             or exists (select 1 from chatdesk.operator_daily_stats s
+                                         where s.operator_id = o.id and s.stat_date = $4)
+                        else o.id = $3 end
+        ), written as (
+            insert into chatdesk.operator_daily_stats as s
+                   (operator_id, stat_date, messages_sent, chats_handled, replies,
+                    reply_time_avg_seconds, reply_time_p50_seconds, reply_time_p90_seconds, computed_at)
+            select t.operator_id, $4, coalesce(p.messages_sent, 0), coalesce(p.chats_handled, 0),
+                   coalesce(p.replies, 0), p.avg_s, p.p50_s, p.p90_s, $5
+              from targets t
+              left join per_operator p using (operator_id)
+            on conflict (operator_id, stat_date) do update
+               set messages_sent = excluded.messages_sent,
+                   chats_handled = excluded.chats_handled,
+                   replies = excluded.replies,
+                   reply_time_avg_seconds = excluded.reply_time_avg_seconds,
+                   reply_time_p50_seconds = excluded.reply_time_p50_seconds,
+                   reply_time_p90_seconds = excluded.reply_time_p90_seconds,
+                   computed_at = excluded.computed_at
+            returning 1
+        )
+        select count(*)::int from written
+    $sql$
+    into v_count
+    using v_from, v_to, p_operator_id, p_date, chatdesk.clock();
+    return v_count;
+end;
+$$;
+
+create or replace function chatdesk.rollup_operator_stats(p_date date)
+returns int
+language plpgsql
+as $$
+begin
+    -- Every operator's row for p_date in one set-based pass; returns rows written.
+    return chatdesk.compute_operator_stats(p_date, null);
+end;
+$$;
+
+create or replace function chatdesk.update_operator_stats(p_operator_id uuid, p_date date)
+returns void
+language plpgsql
+as $$
+begin
+    -- One operator's row for p_date; the same figures the rollup writes.
+    -- Refuses an unknown operator (23503) or a null date (23514).
+    if p_operator_id is null or not exists (select 1 from chatdesk.operators where id = p_operator_id) then
+        raise exception using errcode = '23503',
+            message = format('chatdesk: operator %s does not exist', coalesce(p_operator_id::text, 'null'));
+    end if;
+    perform chatdesk.compute_operator_stats(p_date, p_operator_id);
+end;
+$$;
+
+create or replace function chatdesk.stats_today()
+returns date
+language sql
+volatile
+as $$
+    -- Today's date in stats_time_zone, by chatdesk.clock().
+    select (chatdesk.clock() at time zone chatdesk.stats_time_zone())::date;
+$$;

@@ -1,0 +1,67 @@
+-- ---------------------------------------------------------------------------
+-- Proof that the counters are exact: recount everything, report any drift,
+-- optionally repair it.
+-- ---------------------------------------------------------------------------
+create or replace function chatdesk.verify_counters(p_repair boolean default false)
+returns table (object text, object_id uuid, counter text, stored text, actual text)
+language plpgsql
+as $$
+#variable_conflict use_column
+begin
+    -- Compares every maintained counter with a recount from messages, in one
+    -- snapshot (the triggers keep both in the same transaction, so a correct
+    -- database reports no rows even under concurrent writes).
+    -- p_repair: first blocks message writers (share lock on messages, until
+    -- commit) so the recount cannot race them, then writes the recounted values.
+    if p_repair then
+        lock table chatdesk.messages in share mode;
+    end if;
+
+    return query
+    with chat_drift as (
+        select c.id, a.*, c.message_count as s_count, c.last_message_at as s_last,
+               c.last_user_message_id as s_user, c.waiting_since as s_waiting
+          from chatdesk.chats c
+          join chatdesk.chat_counters_actual a on a.chat_id = c.id
+    )
+    select 'chat', id, 'message_count', s_count::text, message_count::text
+      from chat_drift where s_count <> message_count
+    union all
+    select 'chat', id, 'last_message_at', s_last::text, last_message_at::text
+      from chat_drift where s_last is distinct from last_message_at
+    union all
+    select 'chat', id, 'last_user_message_id', s_user::text, last_user_message_id::text
+      from chat_drift where s_user is distinct from last_user_message_id
+    union all
+    select 'chat', id, 'waiting_since', s_waiting::text, waiting_since::text
+      from chat_drift where s_waiting is distinct from waiting_since
+    union all
+    select 'operator', o.id, 'total_messages', o.total_messages::text, n.n::text
+      from chatdesk.operators o
+     cross join lateral (select count(*) as n from chatdesk.messages m
+                          where m.handled_by_operator_id = o.id) n
+     where o.total_messages <> n.n
+     order by 1, 2, 3;
+
+    if p_repair then
+        update chatdesk.chats c
+           set message_count = a.message_count,
+               last_message_at = a.last_message_at,
+               last_user_message_id = a.last_user_message_id,
+               waiting_since = a.waiting_since
+          from chatdesk.chat_counters_actual a
+         where a.chat_id = c.id
+           and (c.message_count, c.last_message_at, c.last_user_message_id, c.waiting_since)
+               is distinct from (a.message_count, a.last_message_at, a.last_user_message_id, a.waiting_since);
+        update chatdesk.operators o
+           set total_messages = n.n
+          from (select o2.id, (select count(*) from chatdesk.messages m
+                                where m.handled_by_operator_id = o2.id) as n
+                  from chatdesk.operators o2) n
+         where n.id = o.id and o.total_messages <> n.n;
+    end if;
+end;
+$$;
+
+comment on function chatdesk.verify_counters(boolean) is
+    'Recounts message_count, last_message_at, total_messages (and write-time bookkeeping); returns drifted rows; p_repair fixes them.';

@@ -1,0 +1,13 @@
+-- The order in which chatdesk reloads sql/ on every migrate (in one transaction).
+-- psql -v ON_ERROR_STOP=1 -f sql/load.sql works too.
+\ir 010_clock.sql
+\ir 020_settings.sql
+\ir 100_chats.sql
+\ir 105_counters_view.sql
+\ir 110_messages.sql
+\ir 200_api_people.sql
+\ir 210_api_chats.sql
+\ir 300_assignment.sql
+\ir 400_stats.sql
+\ir 500_verify.sql
+\ir 900_triggers.sql
