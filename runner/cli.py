@@ -8,7 +8,10 @@ import sys
 import click
 import psycopg
 
+from datetime import timedelta
+
 from chatdesk import __version__, db
+from chatdesk.durations import Duration, human
 
 
 class Group(click.Group):
@@ -84,6 +87,46 @@ def verify(database_url: str | None, repair: bool, as_json: bool) -> None:
             click.echo(f"Repaired {len(drift)} counters.")
     if drift and not repair:
         sys.exit(1)
+
+
+@cli.command("release-idle")
+@click.option("--idle-after", type=Duration(), default="5m", show_default=True,
+              help="How long an operator may be silent (no heartbeat, message or claim): 90s, 5m, 1h.")
+@click.pass_obj
+def release_idle(database_url: str | None, idle_after) -> None:
+    """Return chats of idle operators to the queue, at their old place."""
+    from chatdesk import status
+
+    with db.connect(database_url) as conn:
+        released = status.release_idle(conn, idle_after)
+    click.echo(f"Released {released} chat{'s' if released != 1 else ''} of operators idle for over {human(idle_after)}.")
+
+
+@cli.command()
+@click.option("--idle-after", type=Duration(), default="5m", show_default=True,
+              help="Silence after which an operator counts as idle.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def status(database_url: str | None, idle_after, as_json: bool) -> None:
+    """Queue depth, oldest waiting chat, operators' load, chats held by idle operators."""
+    from chatdesk import status as st
+
+    with db.connect(database_url) as conn:
+        snap = st.snapshot(conn, idle_after)
+    if as_json:
+        click.echo(json.dumps(snap, indent=2))
+        return
+    oldest = snap["oldest_waiting_seconds"]
+    click.echo(f"Queue: {snap['queue_depth']} waiting, oldest for "
+               f"{human(timedelta(seconds=oldest)) if oldest is not None else '-'}")
+    click.echo("Chats: " + ", ".join(f"{k} {v}" for k, v in snap["chats_by_state"].items()))
+    click.echo(f"Operators ({len(snap['operators'])}):")
+    for o in snap["operators"]:
+        idle = o["idle_seconds"]
+        click.echo(f"  {o['name']:<24} {o['assigned']:>3}/{o['capacity']:<3} "
+                   f"last active {human(timedelta(seconds=idle)) + ' ago' if idle is not None else 'never'}"
+                   f"{'  IDLE' if o['idle'] else ''}")
+    click.echo(f"Chats held by idle operators (> {human(idle_after)}): {snap['chats_held_by_idle_operators']}")
 
 
 def main() -> None:

@@ -8,6 +8,7 @@
 \ir 200_api_people.sql
 \ir 210_api_chats.sql
 \ir 300_assignment.sql
+\ir 310_views.sql
 \ir 400_stats.sql
 \ir 500_verify.sql
 \ir 900_triggers.sql

@@ -926,6 +926,20 @@ CREATE TABLE chatdesk.operators (
     CONSTRAINT operators_name_check CHECK (((length(btrim(name)) >= 1) AND (length(btrim(name)) <= 200)))
 );
 
+CREATE VIEW chatdesk.operator_load AS
+ SELECT o.id AS operator_id,
+    o.name,
+    o.is_active,
+    o.max_concurrent_chats,
+    (( SELECT count(*) AS count
+           FROM chatdesk.chats c
+          WHERE ((c.assigned_operator_id = o.id) AND (c.chat_state = 'assigned'::text))))::integer AS assigned_chats,
+    o.last_seen_at,
+    o.last_active_at
+   FROM chatdesk.operators o;
+
+COMMENT ON VIEW chatdesk.operator_load IS 'Each operator''s current load (assigned chats) against max_concurrent_chats, and last activity.';
+
 CREATE TABLE chatdesk.real_users (
     id uuid DEFAULT gen_random_uuid() NOT NULL,
     display_name text NOT NULL,

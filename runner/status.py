@@ -1,0 +1,42 @@
+"""`chatdesk status` and `chatdesk release-idle`."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import psycopg
+
+
+def release_idle(conn: psycopg.Connection, idle_after: timedelta) -> int:
+    return conn.execute("select chatdesk.release_idle_chats(%s)", (idle_after,)).fetchone()[0]
+
+
+def snapshot(conn: psycopg.Connection, idle_after: timedelta) -> dict:
+    """Queue depth, the oldest waiting chat's age, operators' load, chats held by idle operators."""
+    queue = conn.execute(
+        """select count(*), chatdesk.clock() - min(queued_at)
+             from chatdesk.chats where chat_state = 'waiting_assignment'"""
+    ).fetchone()
+    operators = conn.execute(
+        """select operator_id::text, name, assigned_chats, max_concurrent_chats,
+                  chatdesk.clock() - last_active_at,
+                  coalesce(last_active_at, '-infinity') < chatdesk.clock() - %s
+             from chatdesk.operator_load
+            where is_active or assigned_chats > 0
+            order by name, operator_id""",
+        (idle_after,),
+    ).fetchall()
+    by_state = dict(conn.execute("select chat_state, count(*) from chatdesk.chats group by 1").fetchall())
+    return {
+        "queue_depth": queue[0],
+        "oldest_waiting_seconds": queue[1].total_seconds() if queue[1] is not None else None,
+        "chats_by_state": {s: by_state.get(s, 0) for s in
+                           ("waiting_real_user_reply", "waiting_assignment", "assigned", "closed")},
+        "operators": [
+            {"id": o[0], "name": o[1], "assigned": o[2], "capacity": o[3],
+             "idle_seconds": o[4].total_seconds() if o[4] is not None else None, "idle": o[5]}
+            for o in operators
+        ],
+        "chats_held_by_idle_operators": sum(o[2] for o in operators if o[5]),
+        "idle_after_seconds": idle_after.total_seconds(),
+    }

@@ -1,0 +1,16 @@
+-- ---------------------------------------------------------------------------
+-- Read models for consoles and `chatdesk status`.
+-- ---------------------------------------------------------------------------
+create or replace view chatdesk.operator_load as
+select o.id as operator_id,
+       o.name,
+       o.is_active,
+       o.max_concurrent_chats,
+       (select count(*) from chatdesk.chats c
+         where c.assigned_operator_id = o.id and c.chat_state = 'assigned')::int as assigned_chats,
+       o.last_seen_at,
+       o.last_active_at
+  from chatdesk.operators o;
+
+comment on view chatdesk.operator_load is
+    'Each operator''s current load (assigned chats) against max_concurrent_chats, and last activity.';
