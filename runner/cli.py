@@ -129,5 +129,58 @@ def status(database_url: str | None, idle_after, as_json: bool) -> None:
     click.echo(f"Chats held by idle operators (> {human(idle_after)}): {snap['chats_held_by_idle_operators']}")
 
 
+@cli.command()
+@click.option("--date", "one_day", type=click.DateTime(["%Y-%m-%d"]), help="Roll up this day (YYYY-MM-DD).")
+@click.option("--from", "start", type=click.DateTime(["%Y-%m-%d"]), help="Backfill from this day ...")
+@click.option("--to", "end", type=click.DateTime(["%Y-%m-%d"]), help="... through this day (default: today).")
+@click.option("--catch-up", is_flag=True, help="Every day since the last one rolled up, through today.")
+@click.option("--no-wait", is_flag=True, help="If another rollup is running, exit 0 at once instead of waiting.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON.")
+@click.pass_obj
+def rollup(database_url, one_day, start, end, catch_up, no_wait, as_json) -> None:
+    """Daily operator stats. Without a date: yesterday and today in stats_time_zone."""
+    from chatdesk import rollup as r
+
+    chosen = [name for name, on in (("--date", one_day), ("--from/--to", start or end), ("--catch-up", catch_up)) if on]
+    if len(chosen) > 1:
+        raise click.UsageError(f"use one of --date, --from/--to, --catch-up, not {' and '.join(chosen)}")
+    if start and end and start > end:
+        raise click.UsageError(f"--from {start.date()} is after --to {end.date()}")
+    if one_day:
+        pick = lambda conn: [one_day.date()]  # noqa: E731
+    elif start or end:
+        if not start:
+            raise click.UsageError("--to needs --from")
+        pick = lambda conn: r.date_range(start.date(), end.date() if end else r.today_and_zone(conn)[0])  # noqa: E731
+    elif catch_up:
+        pick = r.catch_up_days
+    else:
+        pick = r.default_days
+    echo_day = (lambda d, n: None) if as_json else (lambda d, n: click.echo(f"{d}: {n} operator rows"))
+    result = r.rollup(database_url, pick, wait=not no_wait, progress=not as_json, on_day=echo_day)
+    if as_json:
+        click.echo(json.dumps({"skipped": result.skipped, "time_zone": result.time_zone, "days": result.days}))
+    elif result.skipped:
+        click.echo("Another rollup holds the lock; nothing done (--no-wait).")
+    else:
+        click.echo(f"Rolled up {len(result.days)} day{'s' if len(result.days) != 1 else ''} in {result.time_zone}.")
+
+
+@cli.command()
+@click.option("--idle-every", type=Duration(), default="1m", show_default=True, help="How often to release idle chats.")
+@click.option("--idle-after", type=Duration(), default="5m", show_default=True, help="Silence after which an operator is idle.")
+@click.option("--rollup-every", type=Duration(), default="5m", show_default=True,
+              help="How often to roll up today (the first run after midnight closes yesterday).")
+@click.pass_obj
+def schedule(database_url, idle_every, idle_after, rollup_every) -> None:
+    """Run idle release and rollups until SIGTERM/SIGINT (for containers without cron)."""
+    from chatdesk.schedule import Scheduler, install_signal_handlers
+
+    scheduler = Scheduler(database_url, idle_every=idle_every.total_seconds(), idle_after=idle_after,
+                          rollup_every=rollup_every.total_seconds())
+    install_signal_handlers(scheduler)
+    scheduler.run_forever()
+
+
 def main() -> None:
     cli(prog_name="chatdesk")
