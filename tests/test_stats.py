@@ -292,17 +292,30 @@ def test_schedule_survives_a_killed_backend_and_stops_on_sigterm(db_url):
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
     reader.start()
     try:
-        deadline = time.monotonic() + 30
         with connect(db_url) as admin:
-            killed = 0
-            while time.monotonic() < deadline and killed < 5:
-                # kill whatever backend the scheduler has open right now
-                killed += admin.execute("""select count(pg_terminate_backend(pid)) from pg_stat_activity
-                                            where application_name = 'chatdesk' and pid <> pg_backend_pid()""").fetchone()[0]
-                time.sleep(0.05)
-        time.sleep(2.5)
-        ok_after = sum(1 for line in lines[-6:] if "release-idle: released" in line or "rollup: rolled up" in line)
-        assert ok_after >= 2, lines
+            # Hold the chats table so the scheduler's next run blocks inside the
+            # database, then terminate exactly that backend, as a restart would.
+            admin.execute("begin")
+            admin.execute("lock table chatdesk.chats in access exclusive mode")
+            with connect(db_url) as watcher:
+                for _ in range(200):
+                    pids = [r[0] for r in watcher.execute(
+                        "select pid from pg_stat_activity where application_name = 'chatdesk' and wait_event_type = 'Lock'")]
+                    if pids:
+                        break
+                    time.sleep(0.05)
+                assert pids, "the scheduler never blocked on the held table"
+                watcher.execute("select pg_terminate_backend(%s)", (pids[0],))
+            admin.execute("rollback")
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            failed_at = next((i for i, line in enumerate(lines) if ": failed (" in line), None)
+            if failed_at is not None and any("release-idle: released" in line for line in lines[failed_at:]) \
+                    and any("rollup: rolled up" in line for line in lines[failed_at:]):
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the scheduler did not carry on after its backend was killed:\n" + "".join(lines))
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)
