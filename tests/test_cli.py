@@ -124,3 +124,18 @@ def test_dockerfile_passes_hadolint():
     result = subprocess.run([hadolint, "--failure-threshold", "warning", str(ROOT / "Dockerfile")],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_file_is_valid_and_wires_migrate_before_schedule():
+    checker = shutil.which("check-jsonschema") or str(ROOT / ".venv" / "bin" / "check-jsonschema")
+    compose = ROOT / "docker-compose.yml"
+    result = subprocess.run([checker, "--builtin-schema", "vendor.compose-spec", str(compose)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    from ruamel.yaml import YAML
+
+    services = YAML(typ="safe").load(compose.read_text())["services"]
+    assert services["migrate"]["command"] == ["migrate"]
+    assert services["schedule"]["command"] == ["schedule"]
+    assert services["schedule"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert services["migrate"]["depends_on"]["db"]["condition"] == "service_healthy"
