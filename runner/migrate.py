@@ -90,6 +90,9 @@ def migrate(conninfo: str | None, echo=click.echo) -> MigrateResult:
         files = resources.sql_files()
         try:
             with conn.transaction():
+                # Everything in sql/ belongs to chatdesk_owner: security definer
+                # functions then run with its rights, never a superuser's.
+                conn.execute("set local role chatdesk_owner")
                 for path in files:
                     conn.execute(path.read_text())
         except psycopg.Error as error:

@@ -11,8 +11,12 @@ as $$
     -- Unset (or empty), it is the wall clock at the moment of the call, not the
     -- transaction's start: a message written after waiting for a chat lock gets
     -- a time after the message it waited for.
-    select coalesce(nullif(current_setting('chatdesk.clock', true), '')::timestamptz,
-                    clock_timestamp());
+    -- Only a session whose login role can act as chatdesk_owner may pin it, so
+    -- an application cannot backdate its messages.
+    select case when nullif(current_setting('chatdesk.clock', true), '') is not null
+                     and pg_has_role(session_user, 'chatdesk_owner', 'member')
+                then current_setting('chatdesk.clock', true)::timestamptz
+                else clock_timestamp() end;
 $$;
 
 comment on function chatdesk.clock() is

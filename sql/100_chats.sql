@@ -99,6 +99,8 @@ $$;
 create or replace function chatdesk.chats__log_event()
 returns trigger
 language plpgsql
+security definer  -- writes chat_events, which applications may not write
+set search_path = chatdesk, pg_temp
 as $$
 begin
     -- One chat_events row per state change (and one for the chat's creation).

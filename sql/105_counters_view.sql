@@ -2,7 +2,7 @@
 -- What the chat counters should be, recounted from messages. The delete
 -- trigger and verify_counters() both read it, so "exact" has one definition.
 -- ---------------------------------------------------------------------------
-create or replace view chatdesk.chat_counters_actual as
+create or replace view chatdesk.chat_counters_actual with (security_invoker = true) as
 select c.id as chat_id,
        coalesce(a.message_count, 0)::int as message_count,
        a.last_message_at,

@@ -5,6 +5,8 @@
 create or replace function chatdesk.messages__accept()
 returns trigger
 language plpgsql
+security definer  -- updates chats and operators counters/state, which applications may not update
+set search_path = chatdesk, pg_temp
 as $$
 declare
     v_chat      chatdesk.chats%rowtype;
@@ -31,6 +33,14 @@ begin
                              case when new.body is null then 'null'
                                   when length(new.body) > 10000 then length(new.body)::text
                                   else 'blank' end);
+    end if;
+
+    if chatdesk.current_operator_id() is not null
+       and (new.sender_type <> 'operator' or new.handled_by_operator_id is distinct from chatdesk.current_operator_id()) then
+        raise exception using errcode = '42501',
+            message = format('chatdesk: this session acts for operator %s and cannot write a %s message as %s (chat %s)',
+                             chatdesk.current_operator_id(), new.sender_type,
+                             coalesce(new.handled_by_operator_id::text, 'nobody'), new.chat_id);
     end if;
 
     select * into v_chat from chatdesk.chats where id = new.chat_id for no key update;
@@ -175,6 +185,8 @@ $$;
 create or replace function chatdesk.messages__after_delete()
 returns trigger
 language plpgsql
+security definer  -- recounts chats and operators, which applications may not update
+set search_path = chatdesk, pg_temp
 as $$
 begin
     -- Set-based, once per statement: a purge of a long chat costs one recount
@@ -195,6 +207,8 @@ $$;
 create or replace function chatdesk.messages__after_update()
 returns trigger
 language plpgsql
+security definer  -- moves operators.total_messages, which applications may not update
+set search_path = chatdesk, pg_temp
 as $$
 begin
     -- Moves operators.total_messages when messages are credited to another operator.
@@ -220,6 +234,8 @@ $$;
 create or replace function chatdesk.messages__after_truncate()
 returns trigger
 language plpgsql
+security definer  -- zeroes counters, which applications may not update
+set search_path = chatdesk, pg_temp
 as $$
 begin
     -- With every message gone, every counter is zero.

@@ -4,11 +4,15 @@
 create or replace function chatdesk.create_operator(p_name text, p_max_concurrent_chats int default 1)
 returns uuid
 language plpgsql
+security definer  -- inserts operators, which applications may not insert directly
+set search_path = chatdesk, pg_temp
+set lock_timeout = '5s'  -- a stuck session cannot hang every operator
 as $$
 declare
     v_id uuid;
 begin
     -- A new active operator. Refuses a blank name or a capacity outside 1..1000 (23514).
+    perform chatdesk.require_scope(null, 'create operators');
     if p_name is null or btrim(p_name) = '' or length(p_name) > 200 then
         raise exception using errcode = '23514',
             message = format('chatdesk: operator name must have 1 to 200 characters, not %s',
@@ -29,10 +33,14 @@ $$;
 create or replace function chatdesk.set_operator_active(p_operator_id uuid, p_is_active boolean)
 returns void
 language plpgsql
+security definer  -- updates operators, which applications may not update
+set search_path = chatdesk, pg_temp
+set lock_timeout = '5s'  -- a stuck session cannot hang every operator
 as $$
 begin
     -- Takes an operator off (or back on) duty. An inactive operator cannot
     -- claim; chats already assigned stay until answered, released or idle.
+    perform chatdesk.require_scope(null, 'change who is active');
     if p_is_active is null then
         raise exception using errcode = '23514', message = 'chatdesk: is_active must be true or false';
     end if;
@@ -47,11 +55,15 @@ $$;
 create or replace function chatdesk.create_real_user(p_display_name text)
 returns uuid
 language plpgsql
+security definer  -- inserts users regardless of the caller's row-level security scope
+set search_path = chatdesk, pg_temp
+set lock_timeout = '5s'  -- a stuck session cannot hang every operator
 as $$
 declare
     v_id uuid;
 begin
     -- A new real user. Refuses a blank or over-long name (23514).
+    perform chatdesk.require_scope(null, 'create users');
     if p_display_name is null or btrim(p_display_name) = '' or length(p_display_name) > 200 then
         raise exception using errcode = '23514',
             message = format('chatdesk: display name must have 1 to 200 characters, not %s',
@@ -65,12 +77,16 @@ $$;
 create or replace function chatdesk.heartbeat(p_operator_id uuid)
 returns void
 language plpgsql
+security definer  -- updates operators, which applications may not update
+set search_path = chatdesk, pg_temp
+set lock_timeout = '5s'  -- a stuck session cannot hang every operator
 as $$
 declare
     v_now timestamptz := chatdesk.clock();
 begin
     -- Marks the operator as present: idle release measures from the latest
     -- of this, their last message and their last claim.
+    perform chatdesk.require_scope(p_operator_id, 'send a heartbeat');
     update chatdesk.operators
        set last_seen_at = v_now,
            last_active_at = greatest(last_active_at, v_now)

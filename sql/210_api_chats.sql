@@ -5,11 +5,15 @@
 create or replace function chatdesk.start_chat(p_real_user_id uuid)
 returns uuid
 language plpgsql
+security definer  -- inserts chats regardless of the caller's row-level security scope
+set search_path = chatdesk, pg_temp
+set lock_timeout = '5s'  -- a stuck session cannot hang every operator
 as $$
 declare
     v_id uuid;
 begin
     -- A new chat in waiting_real_user_reply. Refuses an unknown user (23503).
+    perform chatdesk.require_scope(null, 'start chats');
     if p_real_user_id is null or not exists (select 1 from chatdesk.real_users where id = p_real_user_id) then
         raise exception using errcode = '23503',
             message = format('chatdesk: real user %s does not exist', coalesce(p_real_user_id::text, 'null'));
@@ -23,12 +27,16 @@ create or replace function chatdesk.send_user_message(
     p_chat_id uuid, p_body text, p_client_message_id text default null)
 returns bigint
 language plpgsql
+security definer  -- inserts and reads back messages past row-level security (retries)
+set search_path = chatdesk, pg_temp
+set lock_timeout = '5s'  -- a stuck session cannot hang every operator
 as $$
 declare
     v_id bigint;
 begin
     -- The user's message; moves a waiting or closed chat into the queue.
     -- The same (chat, client_message_id) again returns the first message's id.
+    perform chatdesk.require_scope(null, 'write as a user');
     insert into chatdesk.messages (chat_id, sender_type, body, client_message_id)
     values (p_chat_id, 'real_user', p_body, p_client_message_id)
     returning id into v_id;
@@ -45,6 +53,9 @@ create or replace function chatdesk.send_operator_message(
     p_client_message_id text default null, p_seen_message_id bigint default null)
 returns table (message_id bigint, chat_state text, user_replied_meanwhile boolean)
 language plpgsql
+security definer  -- reads back a retried message after the chat left the operator's scope
+set search_path = chatdesk, pg_temp
+set lock_timeout = '5s'  -- a stuck session cannot hang every operator
 as $$
 #variable_conflict use_column
 declare
@@ -56,6 +67,7 @@ begin
     -- chat stays assigned and user_replied_meanwhile is true; otherwise the
     -- chat goes back to waiting_real_user_reply. A retry with the same client
     -- id returns the first message, even after the chat has moved on.
+    perform chatdesk.require_scope(p_operator_id, 'write');
     insert into chatdesk.messages (chat_id, sender_type, handled_by_operator_id, body,
                                    client_message_id, seen_message_id)
     values (p_chat_id, 'operator', p_operator_id, p_body, p_client_message_id, p_seen_message_id)
@@ -79,16 +91,27 @@ $$;
 create or replace function chatdesk.close_chat(p_chat_id uuid)
 returns void
 language plpgsql
+security definer  -- updates chats, which applications may not update
+set search_path = chatdesk, pg_temp
+set lock_timeout = '5s'  -- a stuck session cannot hang every operator
 as $$
 declare
-    v_state text;
+    v_state    text;
+    v_assignee uuid;
 begin
     -- Closes a chat from any open state. Refuses an unknown chat (23503) and
     -- a chat that is already closed (CD002). A later user message reopens it.
-    select c.chat_state into v_state from chatdesk.chats c where c.id = p_chat_id for no key update;
+    select c.chat_state, c.assigned_operator_id into v_state, v_assignee
+      from chatdesk.chats c where c.id = p_chat_id for no key update;
     if not found then
         raise exception using errcode = '23503',
             message = format('chatdesk: chat %s does not exist', coalesce(p_chat_id::text, 'null'));
+    end if;
+    if chatdesk.current_operator_id() is not null
+       and v_assignee is distinct from chatdesk.current_operator_id() then
+        raise exception using errcode = 'CD001',
+            message = format('chatdesk: operator %s is not the assignee of chat %s and cannot close it',
+                             chatdesk.current_operator_id(), p_chat_id);
     end if;
     if v_state = 'closed' then
         raise exception using errcode = 'CD002',

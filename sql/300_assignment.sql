@@ -4,6 +4,9 @@
 create or replace function chatdesk.claim_next_chat(p_operator_id uuid)
 returns uuid
 language plpgsql
+security definer  -- updates chats and operators, which applications may not update
+set search_path = chatdesk, pg_temp
+set lock_timeout = '5s'  -- a stuck session cannot hang every operator
 as $$
 declare
     v_op      chatdesk.operators%rowtype;
@@ -16,6 +19,7 @@ begin
     -- the chat with SKIP LOCKED, so claimers never wait on each other and no
     -- chat goes to two operators. Refuses: unknown operator (23503), inactive
     -- (CD003), at max_concurrent_chats (CD004).
+    perform chatdesk.require_scope(p_operator_id, 'claim');
     select * into v_op from chatdesk.operators where id = p_operator_id for no key update;
     if not found then
         raise exception using errcode = '23503',
@@ -57,6 +61,9 @@ $$;
 create or replace function chatdesk.release_chat(p_chat_id uuid, p_operator_id uuid)
 returns void
 language plpgsql
+security definer  -- updates chats, which applications may not update
+set search_path = chatdesk, pg_temp
+set lock_timeout = '5s'  -- a stuck session cannot hang every operator
 as $$
 declare
     v_chat chatdesk.chats%rowtype;
@@ -64,6 +71,7 @@ begin
     -- The assignee hands the chat back; it returns to its old place in the
     -- queue (queued_at kept). Refuses an unknown chat or operator (23503) and
     -- anyone but the assignee (CD001).
+    perform chatdesk.require_scope(p_operator_id, 'release chats');
     select * into v_chat from chatdesk.chats where id = p_chat_id for no key update;
     if not found then
         raise exception using errcode = '23503',
@@ -88,6 +96,9 @@ $$;
 create or replace function chatdesk.release_idle_chats(p_idle_after interval default '5 minutes')
 returns int
 language plpgsql
+security definer  -- updates chats, which applications may not update
+set search_path = chatdesk, pg_temp
+set lock_timeout = '5s'  -- a stuck session cannot hang every operator
 as $$
 declare
     v_cutoff timestamptz;

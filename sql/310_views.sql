@@ -1,7 +1,7 @@
 -- ---------------------------------------------------------------------------
 -- Read models for consoles and `chatdesk status`.
 -- ---------------------------------------------------------------------------
-create or replace view chatdesk.operator_load as
+create or replace view chatdesk.operator_load with (security_invoker = true) as
 select o.id as operator_id,
        o.name,
        o.is_active,

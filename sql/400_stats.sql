@@ -87,6 +87,9 @@ $$;
 create or replace function chatdesk.rollup_operator_stats(p_date date)
 returns int
 language plpgsql
+security definer  -- writes operator_daily_stats, which applications may not write
+set search_path = chatdesk, pg_temp
+set lock_timeout = '5s'  -- a stuck session cannot hang every operator
 as $$
 begin
     -- Every operator's row for p_date in one set-based pass; returns rows written.
@@ -97,6 +100,9 @@ $$;
 create or replace function chatdesk.update_operator_stats(p_operator_id uuid, p_date date)
 returns void
 language plpgsql
+security definer  -- writes operator_daily_stats, which applications may not write
+set search_path = chatdesk, pg_temp
+set lock_timeout = '5s'  -- a stuck session cannot hang every operator
 as $$
 begin
     -- One operator's row for p_date; the same figures the rollup writes.

@@ -2,6 +2,7 @@
 -- psql -v ON_ERROR_STOP=1 -f sql/load.sql works too.
 \ir 010_clock.sql
 \ir 020_settings.sql
+\ir 030_scope.sql
 \ir 100_chats.sql
 \ir 105_counters_view.sql
 \ir 110_messages.sql
@@ -12,3 +13,5 @@
 \ir 400_stats.sql
 \ir 500_verify.sql
 \ir 900_triggers.sql
+\ir 940_policies.sql
+\ir 950_privileges.sql

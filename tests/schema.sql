@@ -80,7 +80,8 @@ end;
 $$;
 
 CREATE FUNCTION chatdesk.chats__log_event() RETURNS trigger
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'chatdesk', 'pg_temp'
     AS $$
 begin
     -- One chat_events row per state change (and one for the chat's creation).
@@ -96,7 +97,9 @@ end;
 $$;
 
 CREATE FUNCTION chatdesk.claim_next_chat(p_operator_id uuid) RETURNS uuid
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'chatdesk', 'pg_temp'
+    SET lock_timeout TO '5s'
     AS $$
 declare
     v_op      chatdesk.operators%rowtype;
@@ -109,6 +112,7 @@ begin
     -- the chat with SKIP LOCKED, so claimers never wait on each other and no
     -- chat goes to two operators. Refuses: unknown operator (23503), inactive
     -- (CD003), at max_concurrent_chats (CD004).
+    perform chatdesk.require_scope(p_operator_id, 'claim');
     select * into v_op from chatdesk.operators where id = p_operator_id for no key update;
     if not found then
         raise exception using errcode = '23503',
@@ -155,24 +159,38 @@ CREATE FUNCTION chatdesk.clock() RETURNS timestamp with time zone
     -- Unset (or empty), it is the wall clock at the moment of the call, not the
     -- transaction's start: a message written after waiting for a chat lock gets
     -- a time after the message it waited for.
-    select coalesce(nullif(current_setting('chatdesk.clock', true), '')::timestamptz,
-                    clock_timestamp());
+    -- Only a session whose login role can act as chatdesk_owner may pin it, so
+    -- an application cannot backdate its messages.
+    select case when nullif(current_setting('chatdesk.clock', true), '') is not null
+                     and pg_has_role(session_user, 'chatdesk_owner', 'member')
+                then current_setting('chatdesk.clock', true)::timestamptz
+                else clock_timestamp() end;
 $$;
 
 COMMENT ON FUNCTION chatdesk.clock() IS 'Current time for chatdesk rules; pinned by the chatdesk.clock setting when set (tests, demo).';
 
 CREATE FUNCTION chatdesk.close_chat(p_chat_id uuid) RETURNS void
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'chatdesk', 'pg_temp'
+    SET lock_timeout TO '5s'
     AS $$
 declare
-    v_state text;
+    v_state    text;
+    v_assignee uuid;
 begin
     -- Closes a chat from any open state. Refuses an unknown chat (23503) and
     -- a chat that is already closed (CD002). A later user message reopens it.
-    select c.chat_state into v_state from chatdesk.chats c where c.id = p_chat_id for no key update;
+    select c.chat_state, c.assigned_operator_id into v_state, v_assignee
+      from chatdesk.chats c where c.id = p_chat_id for no key update;
     if not found then
         raise exception using errcode = '23503',
             message = format('chatdesk: chat %s does not exist', coalesce(p_chat_id::text, 'null'));
+    end if;
+    if chatdesk.current_operator_id() is not null
+       and v_assignee is distinct from chatdesk.current_operator_id() then
+        raise exception using errcode = 'CD001',
+            message = format('chatdesk: operator %s is not the assignee of chat %s and cannot close it',
+                             chatdesk.current_operator_id(), p_chat_id);
     end if;
     if v_state = 'closed' then
         raise exception using errcode = 'CD002',
@@ -262,12 +280,15 @@ end;
 $_$;
 
 CREATE FUNCTION chatdesk.create_operator(p_name text, p_max_concurrent_chats integer DEFAULT 1) RETURNS uuid
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'chatdesk', 'pg_temp'
+    SET lock_timeout TO '5s'
     AS $$
 declare
     v_id uuid;
 begin
     -- A new active operator. Refuses a blank name or a capacity outside 1..1000 (23514).
+    perform chatdesk.require_scope(null, 'create operators');
     if p_name is null or btrim(p_name) = '' or length(p_name) > 200 then
         raise exception using errcode = '23514',
             message = format('chatdesk: operator name must have 1 to 200 characters, not %s',
@@ -286,12 +307,15 @@ end;
 $$;
 
 CREATE FUNCTION chatdesk.create_real_user(p_display_name text) RETURNS uuid
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'chatdesk', 'pg_temp'
+    SET lock_timeout TO '5s'
     AS $$
 declare
     v_id uuid;
 begin
     -- A new real user. Refuses a blank or over-long name (23514).
+    perform chatdesk.require_scope(null, 'create users');
     if p_display_name is null or btrim(p_display_name) = '' or length(p_display_name) > 200 then
         raise exception using errcode = '23514',
             message = format('chatdesk: display name must have 1 to 200 characters, not %s',
@@ -302,14 +326,23 @@ begin
 end;
 $$;
 
+CREATE FUNCTION chatdesk.current_operator_id() RETURNS uuid
+    LANGUAGE sql STABLE
+    AS $$
+    select nullif(current_setting('chatdesk.operator_id', true), '')::uuid;
+$$;
+
 CREATE FUNCTION chatdesk.heartbeat(p_operator_id uuid) RETURNS void
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'chatdesk', 'pg_temp'
+    SET lock_timeout TO '5s'
     AS $$
 declare
     v_now timestamptz := chatdesk.clock();
 begin
     -- Marks the operator as present: idle release measures from the latest
     -- of this, their last message and their last claim.
+    perform chatdesk.require_scope(p_operator_id, 'send a heartbeat');
     update chatdesk.operators
        set last_seen_at = v_now,
            last_active_at = greatest(last_active_at, v_now)
@@ -322,7 +355,8 @@ end;
 $$;
 
 CREATE FUNCTION chatdesk.messages__accept() RETURNS trigger
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'chatdesk', 'pg_temp'
     AS $$
 declare
     v_chat      chatdesk.chats%rowtype;
@@ -349,6 +383,14 @@ begin
                              case when new.body is null then 'null'
                                   when length(new.body) > 10000 then length(new.body)::text
                                   else 'blank' end);
+    end if;
+
+    if chatdesk.current_operator_id() is not null
+       and (new.sender_type <> 'operator' or new.handled_by_operator_id is distinct from chatdesk.current_operator_id()) then
+        raise exception using errcode = '42501',
+            message = format('chatdesk: this session acts for operator %s and cannot write a %s message as %s (chat %s)',
+                             chatdesk.current_operator_id(), new.sender_type,
+                             coalesce(new.handled_by_operator_id::text, 'nobody'), new.chat_id);
     end if;
 
     select * into v_chat from chatdesk.chats where id = new.chat_id for no key update;
@@ -447,7 +489,8 @@ end;
 $$;
 
 CREATE FUNCTION chatdesk.messages__after_delete() RETURNS trigger
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'chatdesk', 'pg_temp'
     AS $$
 begin
     -- Set-based, once per statement: a purge of a long chat costs one recount
@@ -466,7 +509,8 @@ end;
 $$;
 
 CREATE FUNCTION chatdesk.messages__after_truncate() RETURNS trigger
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'chatdesk', 'pg_temp'
     AS $$
 begin
     -- With every message gone, every counter is zero.
@@ -479,7 +523,8 @@ end;
 $$;
 
 CREATE FUNCTION chatdesk.messages__after_update() RETURNS trigger
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'chatdesk', 'pg_temp'
     AS $$
 begin
     -- Moves operators.total_messages when messages are credited to another operator.
@@ -555,7 +600,9 @@ end;
 $$;
 
 CREATE FUNCTION chatdesk.release_chat(p_chat_id uuid, p_operator_id uuid) RETURNS void
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'chatdesk', 'pg_temp'
+    SET lock_timeout TO '5s'
     AS $$
 declare
     v_chat chatdesk.chats%rowtype;
@@ -563,6 +610,7 @@ begin
     -- The assignee hands the chat back; it returns to its old place in the
     -- queue (queued_at kept). Refuses an unknown chat or operator (23503) and
     -- anyone but the assignee (CD001).
+    perform chatdesk.require_scope(p_operator_id, 'release chats');
     select * into v_chat from chatdesk.chats where id = p_chat_id for no key update;
     if not found then
         raise exception using errcode = '23503',
@@ -585,7 +633,9 @@ end;
 $$;
 
 CREATE FUNCTION chatdesk.release_idle_chats(p_idle_after interval DEFAULT '00:05:00'::interval) RETURNS integer
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'chatdesk', 'pg_temp'
+    SET lock_timeout TO '5s'
     AS $$
 declare
     v_cutoff timestamptz;
@@ -621,8 +671,27 @@ begin
 end;
 $$;
 
+CREATE FUNCTION chatdesk.require_scope(p_operator_id uuid, p_what text) RETURNS void
+    LANGUAGE plpgsql STABLE
+    AS $$
+declare
+    v_scope uuid := chatdesk.current_operator_id();
+begin
+    -- Refuses (42501) when the session is scoped to an operator and p_what is
+    -- done for another operator (or, with p_operator_id null, for no operator:
+    -- things only a backend does).
+    if v_scope is not null and p_operator_id is distinct from v_scope then
+        raise exception using errcode = '42501',
+            message = format('chatdesk: this session acts for operator %s and cannot %s%s',
+                             v_scope, p_what, coalesce(' for operator ' || p_operator_id, ''));
+    end if;
+end;
+$$;
+
 CREATE FUNCTION chatdesk.rollup_operator_stats(p_date date) RETURNS integer
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'chatdesk', 'pg_temp'
+    SET lock_timeout TO '5s'
     AS $$
 begin
     -- Every operator's row for p_date in one set-based pass; returns rows written.
@@ -631,7 +700,9 @@ end;
 $$;
 
 CREATE FUNCTION chatdesk.send_operator_message(p_chat_id uuid, p_operator_id uuid, p_body text, p_client_message_id text DEFAULT NULL::text, p_seen_message_id bigint DEFAULT NULL::bigint) RETURNS TABLE(message_id bigint, chat_state text, user_replied_meanwhile boolean)
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'chatdesk', 'pg_temp'
+    SET lock_timeout TO '5s'
     AS $$
 #variable_conflict use_column
 declare
@@ -643,6 +714,7 @@ begin
     -- chat stays assigned and user_replied_meanwhile is true; otherwise the
     -- chat goes back to waiting_real_user_reply. A retry with the same client
     -- id returns the first message, even after the chat has moved on.
+    perform chatdesk.require_scope(p_operator_id, 'write');
     insert into chatdesk.messages (chat_id, sender_type, handled_by_operator_id, body,
                                    client_message_id, seen_message_id)
     values (p_chat_id, 'operator', p_operator_id, p_body, p_client_message_id, p_seen_message_id)
@@ -664,13 +736,16 @@ end;
 $$;
 
 CREATE FUNCTION chatdesk.send_user_message(p_chat_id uuid, p_body text, p_client_message_id text DEFAULT NULL::text) RETURNS bigint
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'chatdesk', 'pg_temp'
+    SET lock_timeout TO '5s'
     AS $$
 declare
     v_id bigint;
 begin
     -- The user's message; moves a waiting or closed chat into the queue.
     -- The same (chat, client_message_id) again returns the first message's id.
+    perform chatdesk.require_scope(null, 'write as a user');
     insert into chatdesk.messages (chat_id, sender_type, body, client_message_id)
     values (p_chat_id, 'real_user', p_body, p_client_message_id)
     returning id into v_id;
@@ -683,11 +758,14 @@ end;
 $$;
 
 CREATE FUNCTION chatdesk.set_operator_active(p_operator_id uuid, p_is_active boolean) RETURNS void
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'chatdesk', 'pg_temp'
+    SET lock_timeout TO '5s'
     AS $$
 begin
     -- Takes an operator off (or back on) duty. An inactive operator cannot
     -- claim; chats already assigned stay until answered, released or idle.
+    perform chatdesk.require_scope(null, 'change who is active');
     if p_is_active is null then
         raise exception using errcode = '23514', message = 'chatdesk: is_active must be true or false';
     end if;
@@ -717,12 +795,15 @@ end;
 $$;
 
 CREATE FUNCTION chatdesk.start_chat(p_real_user_id uuid) RETURNS uuid
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'chatdesk', 'pg_temp'
+    SET lock_timeout TO '5s'
     AS $$
 declare
     v_id uuid;
 begin
     -- A new chat in waiting_real_user_reply. Refuses an unknown user (23503).
+    perform chatdesk.require_scope(null, 'start chats');
     if p_real_user_id is null or not exists (select 1 from chatdesk.real_users where id = p_real_user_id) then
         raise exception using errcode = '23503',
             message = format('chatdesk: real user %s does not exist', coalesce(p_real_user_id::text, 'null'));
@@ -748,7 +829,9 @@ CREATE FUNCTION chatdesk.stats_today() RETURNS date
 $$;
 
 CREATE FUNCTION chatdesk.update_operator_stats(p_operator_id uuid, p_date date) RETURNS void
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'chatdesk', 'pg_temp'
+    SET lock_timeout TO '5s'
     AS $$
 begin
     -- One operator's row for p_date; the same figures the rollup writes.
@@ -857,7 +940,7 @@ CREATE TABLE chatdesk.messages (
     CONSTRAINT messages_sender_type_check CHECK ((sender_type = ANY (ARRAY['real_user'::text, 'operator'::text, 'system'::text])))
 );
 
-CREATE VIEW chatdesk.chat_counters_actual AS
+CREATE VIEW chatdesk.chat_counters_actual WITH (security_invoker='true') AS
  SELECT c.id AS chat_id,
     (COALESCE(a.message_count, (0)::bigint))::integer AS message_count,
     a.last_message_at,
@@ -926,7 +1009,7 @@ CREATE TABLE chatdesk.operators (
     CONSTRAINT operators_name_check CHECK (((length(btrim(name)) >= 1) AND (length(btrim(name)) <= 200)))
 );
 
-CREATE VIEW chatdesk.operator_load AS
+CREATE VIEW chatdesk.operator_load WITH (security_invoker='true') AS
  SELECT o.id AS operator_id,
     o.name,
     o.is_active,
@@ -1043,3 +1126,31 @@ ALTER TABLE ONLY chatdesk.messages
 
 ALTER TABLE ONLY chatdesk.operator_daily_stats
     ADD CONSTRAINT operator_daily_stats_operator_id_fkey FOREIGN KEY (operator_id) REFERENCES chatdesk.operators(id);
+
+ALTER TABLE chatdesk.chat_events ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY chat_events_app_read ON chatdesk.chat_events FOR SELECT TO chatdesk_app USING (((chatdesk.current_operator_id() IS NULL) OR (chat_id IN ( SELECT chats.id
+   FROM chatdesk.chats
+  WHERE (chats.assigned_operator_id = chatdesk.current_operator_id())))));
+
+ALTER TABLE chatdesk.chats ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY chats_app_insert ON chatdesk.chats FOR INSERT TO chatdesk_app WITH CHECK ((chatdesk.current_operator_id() IS NULL));
+
+CREATE POLICY chats_app_read ON chatdesk.chats FOR SELECT TO chatdesk_app USING (((chatdesk.current_operator_id() IS NULL) OR (assigned_operator_id = chatdesk.current_operator_id())));
+
+ALTER TABLE chatdesk.messages ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY messages_app_insert ON chatdesk.messages FOR INSERT TO chatdesk_app WITH CHECK (((chatdesk.current_operator_id() IS NULL) OR ((sender_type = 'operator'::text) AND (handled_by_operator_id = chatdesk.current_operator_id()))));
+
+CREATE POLICY messages_app_read ON chatdesk.messages FOR SELECT TO chatdesk_app USING (((chatdesk.current_operator_id() IS NULL) OR (chat_id IN ( SELECT chats.id
+   FROM chatdesk.chats
+  WHERE (chats.assigned_operator_id = chatdesk.current_operator_id())))));
+
+ALTER TABLE chatdesk.real_users ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY real_users_app_insert ON chatdesk.real_users FOR INSERT TO chatdesk_app WITH CHECK ((chatdesk.current_operator_id() IS NULL));
+
+CREATE POLICY real_users_app_read ON chatdesk.real_users FOR SELECT TO chatdesk_app USING (((chatdesk.current_operator_id() IS NULL) OR (id IN ( SELECT chats.real_user_id
+   FROM chatdesk.chats
+  WHERE (chats.assigned_operator_id = chatdesk.current_operator_id())))));
