@@ -1,4 +1,8 @@
 -- The chatdesk schema and its settings table (stats_time_zone and friends).
+
+-- Never queue behind live traffic for long; a slow step fails and rolls back.
+set local lock_timeout = '5s';
+set local statement_timeout = '10min';
 create schema if not exists chatdesk;
 
 create table chatdesk.settings (

@@ -1,6 +1,10 @@
 -- Operators (who answer) and real users (who write in).
 -- depends: 0001.schema
 
+-- Never queue behind live traffic for long; a slow step fails and rolls back.
+set local lock_timeout = '5s';
+set local statement_timeout = '10min';
+
 create table chatdesk.operators (
     id                   uuid primary key default gen_random_uuid(),
     name                 text not null

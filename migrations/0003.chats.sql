@@ -1,6 +1,10 @@
 -- Chats and the table of allowed state transitions (the rules, written once).
 -- depends: 0002.people
 
+-- Never queue behind live traffic for long; a slow step fails and rolls back.
+set local lock_timeout = '5s';
+set local statement_timeout = '10min';
+
 create table chatdesk.state_transitions (
     event      text not null,   -- the reason written to chat_events
     from_state text not null,

@@ -2,6 +2,10 @@
 -- so within a chat id order is commit order.
 -- depends: 0003.chats
 
+-- Never queue behind live traffic for long; a slow step fails and rolls back.
+set local lock_timeout = '5s';
+set local statement_timeout = '10min';
+
 create sequence chatdesk.messages_id_seq as bigint;
 
 create table chatdesk.messages (

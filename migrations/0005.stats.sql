@@ -1,6 +1,10 @@
 -- Daily operator stats, written by update_operator_stats / rollup_operator_stats.
 -- depends: 0004.messages
 
+-- Never queue behind live traffic for long; a slow step fails and rolls back.
+set local lock_timeout = '5s';
+set local statement_timeout = '10min';
+
 create table chatdesk.operator_daily_stats (
     operator_id            uuid not null references chatdesk.operators (id),
     stat_date              date not null,

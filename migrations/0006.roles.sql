@@ -6,6 +6,10 @@
 -- Privileges on functions are granted by sql/950_privileges.sql on every
 -- migrate, because functions are re-created there.
 
+-- Never queue behind live traffic for long; a slow step fails and rolls back.
+set local lock_timeout = '5s';
+set local statement_timeout = '10min';
+
 do $$
 begin
     if not exists (select 1 from pg_roles where rolname = 'chatdesk_owner') then
