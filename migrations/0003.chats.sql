@@ -9,20 +9,19 @@ create table chatdesk.state_transitions (
     event      text not null,   -- the reason written to chat_events
     from_state text not null,
     to_state   text not null,
-    ordinal    int  not null,   -- which reason a bare UPDATE gets when several fit
-    primary key (from_state, to_state, event)
+    primary key (event, from_state)
 );
 
-insert into chatdesk.state_transitions (event, from_state, to_state, ordinal) values
-    ('user_message',   'waiting_real_user_reply', 'waiting_assignment',      1),
-    ('user_message',   'closed',                  'waiting_assignment',      1),
-    ('claim',          'waiting_assignment',      'assigned',                1),
-    ('operator_reply', 'assigned',                'waiting_real_user_reply', 1),
-    ('release',        'assigned',                'waiting_assignment',      1),
-    ('idle',           'assigned',                'waiting_assignment',      2),
-    ('close',          'waiting_real_user_reply', 'closed',                  1),
-    ('close',          'waiting_assignment',      'closed',                  1),
-    ('close',          'assigned',                'closed',                  1);
+insert into chatdesk.state_transitions (event, from_state, to_state) values
+    ('user_message',   'waiting_real_user_reply', 'waiting_assignment'),
+    ('user_message',   'closed',                  'waiting_assignment'),
+    ('claim',          'waiting_assignment',      'assigned'),
+    ('operator_reply', 'assigned',                'waiting_real_user_reply'),
+    ('release',        'assigned',                'waiting_assignment'),
+    ('idle',           'assigned',                'waiting_assignment'),
+    ('close',          'waiting_real_user_reply', 'closed'),
+    ('close',          'waiting_assignment',      'closed'),
+    ('close',          'assigned',                'closed');
 
 create table chatdesk.chats (
     id                   uuid primary key default gen_random_uuid(),

@@ -45,13 +45,16 @@ returns trigger
 language plpgsql
 as $$
 declare
-    v_asked text;
     v_event text;
 begin
-    -- Fires when chat_state or the assignee changes, from any source (the API
-    -- functions, a direct UPDATE). Refuses, with CD002, every change that
-    -- chatdesk.state_transitions does not list; otherwise records the reason
-    -- and applies the side effects of the new state.
+    -- Fires when chat_state or the assignee changes, from any source. The
+    -- change must name its event in state_reason (chatdesk's functions and
+    -- triggers do), and (event, old state) must lead to the new state in
+    -- chatdesk.state_transitions; anything else is refused with CD002, a bare
+    -- UPDATE included. A claim is checked like claim_next_chat checks it
+    -- (CD003, CD004, under the operator's row lock); user_message and
+    -- operator_reply happen only through a message. Then records the side
+    -- effects of the new state.
     if new.chat_state = old.chat_state then
         raise exception using
             errcode = 'CD002',
@@ -60,25 +63,21 @@ begin
                              coalesce(new.assigned_operator_id::text, 'none'), old.chat_state);
     end if;
 
-    -- A caller may name the event (state_reason); a bare UPDATE gets the first fitting one.
-    v_asked := case when new.state_reason is distinct from old.state_reason then new.state_reason end;
-    select t.event into v_event
-      from chatdesk.state_transitions t
-     where t.from_state = old.chat_state
-       and t.to_state = new.chat_state
-       and (v_asked is null or t.event = v_asked)
-     order by t.ordinal
-     limit 1;
-    if v_event is null then
+    v_event := case when new.state_reason is distinct from old.state_reason then new.state_reason end;
+    if v_event is null
+       or not exists (select 1 from chatdesk.state_transitions t
+                       where t.event = v_event and t.from_state = old.chat_state and t.to_state = new.chat_state)
+       or (v_event in ('user_message', 'operator_reply') and pg_trigger_depth() < 2) then
         raise exception using
             errcode = 'CD002',
             message = format('chatdesk: chat %s cannot go from %s to %s%s',
                              old.id, old.chat_state, new.chat_state,
-                             coalesce(' by ' || v_asked, ''));
+                             case when v_event is null then ' without naming its event (use chatdesk''s functions)'
+                                  else ' by ' || v_event end);
     end if;
-    new.state_reason := v_event;
 
     if new.chat_state = 'assigned' then
+        perform chatdesk.lock_operator_for_claim(new.assigned_operator_id, old.id);
         new.assigned_at := chatdesk.clock();
     else
         new.assigned_operator_id := null;

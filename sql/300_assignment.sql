@@ -1,6 +1,41 @@
 -- ---------------------------------------------------------------------------
 -- Assignment: claiming queued chats, handing them back, idle release.
 -- ---------------------------------------------------------------------------
+create or replace function chatdesk.lock_operator_for_claim(p_operator_id uuid, p_chat_id uuid default null)
+returns void
+language plpgsql
+as $$
+declare
+    v_op   chatdesk.operators%rowtype;
+    v_load int;
+begin
+    -- The one place that decides whether an operator may take another chat.
+    -- Locks the operator row (until commit), so two claims for one operator
+    -- serialise and cannot both pass; then refuses an unknown operator
+    -- (23503), an inactive one (CD003), or one at max_concurrent_chats (CD004).
+    select * into v_op from chatdesk.operators where id = p_operator_id for no key update;
+    if not found then
+        raise exception using errcode = '23503',
+            message = format('chatdesk: operator %s does not exist%s',
+                             coalesce(p_operator_id::text, 'null'), coalesce(' (chat ' || p_chat_id || ')', ''));
+    end if;
+    if not v_op.is_active then
+        raise exception using errcode = 'CD003',
+            message = format('chatdesk: operator %s is not active%s', p_operator_id,
+                             coalesce(' (chat ' || p_chat_id || ')', ''));
+    end if;
+    select count(*) into v_load
+      from chatdesk.chats
+     where assigned_operator_id = p_operator_id and chat_state = 'assigned';
+    if v_load >= v_op.max_concurrent_chats then
+        raise exception using errcode = 'CD004',
+            message = format('chatdesk: operator %s already has %s of %s chats%s',
+                             p_operator_id, v_load, v_op.max_concurrent_chats,
+                             coalesce(' (chat ' || p_chat_id || ')', ''));
+    end if;
+end;
+$$;
+
 create or replace function chatdesk.claim_next_chat(p_operator_id uuid)
 returns uuid
 language plpgsql
@@ -9,8 +44,6 @@ set search_path = chatdesk, pg_temp
 set lock_timeout = '5s'  -- a stuck session cannot hang every operator
 as $$
 declare
-    v_op      chatdesk.operators%rowtype;
-    v_load    int;
     v_chat_id uuid;
 begin
     -- Gives the operator the waiting chat with the oldest queued_at, or null
@@ -20,23 +53,8 @@ begin
     -- chat goes to two operators. Refuses: unknown operator (23503), inactive
     -- (CD003), at max_concurrent_chats (CD004).
     perform chatdesk.require_scope(p_operator_id, 'claim');
-    select * into v_op from chatdesk.operators where id = p_operator_id for no key update;
-    if not found then
-        raise exception using errcode = '23503',
-            message = format('chatdesk: operator %s does not exist', coalesce(p_operator_id::text, 'null'));
-    end if;
-    if not v_op.is_active then
-        raise exception using errcode = 'CD003',
-            message = format('chatdesk: operator %s is not active', p_operator_id);
-    end if;
-    select count(*) into v_load
-      from chatdesk.chats
-     where assigned_operator_id = p_operator_id and chat_state = 'assigned';
-    if v_load >= v_op.max_concurrent_chats then
-        raise exception using errcode = 'CD004',
-            message = format('chatdesk: operator %s already has %s of %s chats',
-                             p_operator_id, v_load, v_op.max_concurrent_chats);
-    end if;
+    -- Checked before a chat is taken, so a refused claim locks no chat.
+    perform chatdesk.lock_operator_for_claim(p_operator_id);
 
     select id into v_chat_id
       from chatdesk.chats

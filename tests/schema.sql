@@ -28,13 +28,16 @@ CREATE FUNCTION chatdesk.chats__guard_state() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
 declare
-    v_asked text;
     v_event text;
 begin
-    -- Fires when chat_state or the assignee changes, from any source (the API
-    -- functions, a direct UPDATE). Refuses, with CD002, every change that
-    -- chatdesk.state_transitions does not list; otherwise records the reason
-    -- and applies the side effects of the new state.
+    -- Fires when chat_state or the assignee changes, from any source. The
+    -- change must name its event in state_reason (chatdesk's functions and
+    -- triggers do), and (event, old state) must lead to the new state in
+    -- chatdesk.state_transitions; anything else is refused with CD002, a bare
+    -- UPDATE included. A claim is checked like claim_next_chat checks it
+    -- (CD003, CD004, under the operator's row lock); user_message and
+    -- operator_reply happen only through a message. Then records the side
+    -- effects of the new state.
     if new.chat_state = old.chat_state then
         raise exception using
             errcode = 'CD002',
@@ -43,25 +46,21 @@ begin
                              coalesce(new.assigned_operator_id::text, 'none'), old.chat_state);
     end if;
 
-    -- A caller may name the event (state_reason); a bare UPDATE gets the first fitting one.
-    v_asked := case when new.state_reason is distinct from old.state_reason then new.state_reason end;
-    select t.event into v_event
-      from chatdesk.state_transitions t
-     where t.from_state = old.chat_state
-       and t.to_state = new.chat_state
-       and (v_asked is null or t.event = v_asked)
-     order by t.ordinal
-     limit 1;
-    if v_event is null then
+    v_event := case when new.state_reason is distinct from old.state_reason then new.state_reason end;
+    if v_event is null
+       or not exists (select 1 from chatdesk.state_transitions t
+                       where t.event = v_event and t.from_state = old.chat_state and t.to_state = new.chat_state)
+       or (v_event in ('user_message', 'operator_reply') and pg_trigger_depth() < 2) then
         raise exception using
             errcode = 'CD002',
             message = format('chatdesk: chat %s cannot go from %s to %s%s',
                              old.id, old.chat_state, new.chat_state,
-                             coalesce(' by ' || v_asked, ''));
+                             case when v_event is null then ' without naming its event (use chatdesk''s functions)'
+                                  else ' by ' || v_event end);
     end if;
-    new.state_reason := v_event;
 
     if new.chat_state = 'assigned' then
+        perform chatdesk.lock_operator_for_claim(new.assigned_operator_id, old.id);
         new.assigned_at := chatdesk.clock();
     else
         new.assigned_operator_id := null;
@@ -102,8 +101,6 @@ CREATE FUNCTION chatdesk.claim_next_chat(p_operator_id uuid) RETURNS uuid
     SET lock_timeout TO '5s'
     AS $$
 declare
-    v_op      chatdesk.operators%rowtype;
-    v_load    int;
     v_chat_id uuid;
 begin
     -- Gives the operator the waiting chat with the oldest queued_at, or null
@@ -113,23 +110,8 @@ begin
     -- chat goes to two operators. Refuses: unknown operator (23503), inactive
     -- (CD003), at max_concurrent_chats (CD004).
     perform chatdesk.require_scope(p_operator_id, 'claim');
-    select * into v_op from chatdesk.operators where id = p_operator_id for no key update;
-    if not found then
-        raise exception using errcode = '23503',
-            message = format('chatdesk: operator %s does not exist', coalesce(p_operator_id::text, 'null'));
-    end if;
-    if not v_op.is_active then
-        raise exception using errcode = 'CD003',
-            message = format('chatdesk: operator %s is not active', p_operator_id);
-    end if;
-    select count(*) into v_load
-      from chatdesk.chats
-     where assigned_operator_id = p_operator_id and chat_state = 'assigned';
-    if v_load >= v_op.max_concurrent_chats then
-        raise exception using errcode = 'CD004',
-            message = format('chatdesk: operator %s already has %s of %s chats',
-                             p_operator_id, v_load, v_op.max_concurrent_chats);
-    end if;
+    -- Checked before a chat is taken, so a refused claim locks no chat.
+    perform chatdesk.lock_operator_for_claim(p_operator_id);
 
     select id into v_chat_id
       from chatdesk.chats
@@ -350,6 +332,40 @@ begin
     if not found then
         raise exception using errcode = '23503',
             message = format('chatdesk: operator %s does not exist', coalesce(p_operator_id::text, 'null'));
+    end if;
+end;
+$$;
+
+CREATE FUNCTION chatdesk.lock_operator_for_claim(p_operator_id uuid, p_chat_id uuid DEFAULT NULL::uuid) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+declare
+    v_op   chatdesk.operators%rowtype;
+    v_load int;
+begin
+    -- The one place that decides whether an operator may take another chat.
+    -- Locks the operator row (until commit), so two claims for one operator
+    -- serialise and cannot both pass; then refuses an unknown operator
+    -- (23503), an inactive one (CD003), or one at max_concurrent_chats (CD004).
+    select * into v_op from chatdesk.operators where id = p_operator_id for no key update;
+    if not found then
+        raise exception using errcode = '23503',
+            message = format('chatdesk: operator %s does not exist%s',
+                             coalesce(p_operator_id::text, 'null'), coalesce(' (chat ' || p_chat_id || ')', ''));
+    end if;
+    if not v_op.is_active then
+        raise exception using errcode = 'CD003',
+            message = format('chatdesk: operator %s is not active%s', p_operator_id,
+                             coalesce(' (chat ' || p_chat_id || ')', ''));
+    end if;
+    select count(*) into v_load
+      from chatdesk.chats
+     where assigned_operator_id = p_operator_id and chat_state = 'assigned';
+    if v_load >= v_op.max_concurrent_chats then
+        raise exception using errcode = 'CD004',
+            message = format('chatdesk: operator %s already has %s of %s chats%s',
+                             p_operator_id, v_load, v_op.max_concurrent_chats,
+                             coalesce(' (chat ' || p_chat_id || ')', ''));
     end if;
 end;
 $$;
@@ -1040,8 +1056,7 @@ COMMENT ON TABLE chatdesk.settings IS 'Package settings. stats_time_zone: the IA
 CREATE TABLE chatdesk.state_transitions (
     event text NOT NULL,
     from_state text NOT NULL,
-    to_state text NOT NULL,
-    ordinal integer NOT NULL
+    to_state text NOT NULL
 );
 
 ALTER TABLE ONLY chatdesk.chat_events
@@ -1066,7 +1081,7 @@ ALTER TABLE ONLY chatdesk.settings
     ADD CONSTRAINT settings_pkey PRIMARY KEY (key);
 
 ALTER TABLE ONLY chatdesk.state_transitions
-    ADD CONSTRAINT state_transitions_pkey PRIMARY KEY (from_state, to_state, event);
+    ADD CONSTRAINT state_transitions_pkey PRIMARY KEY (event, from_state);
 
 CREATE INDEX chat_events_chat_idx ON chatdesk.chat_events USING btree (chat_id, id);
 

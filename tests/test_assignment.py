@@ -157,7 +157,7 @@ def test_two_claims_by_one_operator_at_once_respect_capacity_one(db_url):
         assert results.count("CD004") == 1 and len(results) == 2, "exactly one of the two claims passes"
         with connect(db_url) as conn:
             assert conn.execute("select assigned_chats from operator_load where operator_id = %s", (op,)).fetchone()[0] == 1
-            conn.execute("update chats set chat_state = 'closed' where chat_state <> 'closed'")
+            conn.execute("update chats set chat_state = 'closed', state_reason = 'close' where chat_state <> 'closed'")
 
 
 CLAIM_QUERY = """select id into v_chat_id
