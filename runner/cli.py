@@ -210,7 +210,7 @@ def demo(database_url, seed, operators, users, demo_db, yes, keep, as_json) -> N
 
     config = d.DemoConfig(seed=seed, operators=operators, users=users)
     quiet = (lambda *a, **k: None) if as_json else (lambda text, **k: click.echo(text, err=True, **k))
-    with _demo_database(database_url, demo_db, yes, keep, quiet) as url:
+    with _scratch_database(database_url, demo_db, yes, keep, quiet, "demo") as url:
         m.migrate(url, echo=lambda *a, **k: None)
         quiet("Simulating the day ...")
         with db.connect(url) as conn:
@@ -220,7 +220,10 @@ def demo(database_url, seed, operators, users, demo_db, yes, keep, as_json) -> N
         raise click.ClickException("a rule was broken during the demo (see above)")
 
 
-def _demo_database(database_url, demo_db, yes, keep, say):
+def _scratch_database(database_url, name, yes, keep, say, purpose):
+    """A database of its own for the demo or the benchmark: a new one on the
+    configured server (never replacing an existing one without --yes), else an
+    embedded PostgreSQL in a temporary directory."""
     import contextlib
     import re
     import tempfile
@@ -229,17 +232,17 @@ def _demo_database(database_url, demo_db, yes, keep, say):
 
     @contextlib.contextmanager
     def on_server():
-        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", demo_db):
-            raise click.BadParameter("must be a plain lower-case database name", param_hint="--demo-db")
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
+            raise click.BadParameter("must be a plain lower-case database name", param_hint=f"--{purpose}-db")
         with db.connect(database_url) as conn:
-            if conn.execute("select 1 from pg_database where datname = %s", (demo_db,)).fetchone():
+            if conn.execute("select 1 from pg_database where datname = %s", (name,)).fetchone():
                 if not yes:
                     raise click.ClickException(
-                        f"database {demo_db} already exists; --yes replaces it, --demo-db NAME uses another")
-                conn.execute(f"drop database {demo_db} with (force)")
-            conn.execute(f"create database {demo_db}")
-        say(f"Demo database: {demo_db} (on the configured server; left there to explore)")
-        yield make_conninfo(database_url or "", dbname=demo_db)
+                        f"database {name} already exists; --yes replaces it, --{purpose}-db NAME uses another")
+                conn.execute(f"drop database {name} with (force)")
+            conn.execute(f"create database {name}")
+        say(f"{purpose.capitalize()} database: {name} (on the configured server; left there to explore)")
+        yield make_conninfo(database_url or "", dbname=name)
 
     @contextlib.contextmanager
     def embedded():
@@ -262,13 +265,47 @@ def _demo_database(database_url, demo_db, yes, keep, say):
             yield server.get_uri()
         finally:
             if keep:
-                say(f"The demo database is still running: psql '{server.get_uri()}'")
+                say(f"The {purpose} database is still running: psql '{server.get_uri()}'")
                 say(f"Stop it with: {server.bin_path / 'pg_ctl'} -D {pgdata} stop"
                     + ("   (as root: runuser -u pgserver -- ...)" if server.system_user else ""))
             else:
                 server.cleanup()
 
     return on_server() if _database_configured(database_url) else embedded()
+
+
+@cli.command()
+@click.option("--smoke", is_flag=True, help="Tiny sizes and 1-second runs: checks that it works, not the speed.")
+@click.option("--seconds", type=float, help="Length of each pgbench run (default 15, smoke 1).")
+@click.option("--messages", type=int, help="Messages in the rollup's 30 days (default 5,000,000).")
+@click.option("--synchronous-commit", type=click.Choice(["on", "off"]), default="off", show_default=True,
+              help="For both sides of every comparison: off measures the work, on measures the disk's fsync.")
+@click.option("--bench-db", default="chatdesk_bench", show_default=True, help="The database the benchmark creates.")
+@click.option("--yes", is_flag=True, help="Replace --bench-db if it already exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.pass_obj
+def bench(database_url, smoke, seconds, messages, synchronous_commit, bench_db, yes, as_json) -> None:
+    """How close each hot path comes to bare PostgreSQL, measured in one run on one server."""
+    import dataclasses
+
+    from chatdesk import bench as b
+
+    scale = dataclasses.replace(b.SMOKE if smoke else b.Scale())
+    if seconds:
+        scale.seconds = seconds
+    if messages:
+        scale.messages = messages
+    say = (lambda *a, **k: None) if as_json else (lambda text, **k: click.echo(text, err=True))
+    with _scratch_database(database_url, bench_db, yes, False, say, "bench") as url:
+        report = b.run(url, scale, say=say, synchronous_commit=synchronous_commit)
+    if as_json:
+        click.echo(json.dumps({"rows": [dataclasses.asdict(r) for r in report.rows],
+                               "checks": report.checks, "settings": report.settings}, indent=2))
+    else:
+        click.echo(b.render(report))
+    bad = {k: v for k, v in report.checks.items() if v not in (0, True)}
+    if bad:
+        raise click.ClickException(f"benchmark checks failed: {bad}")
 
 
 def main() -> None:

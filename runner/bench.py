@@ -1,0 +1,365 @@
+"""`chatdesk bench`: each hot path against the bare minimum PostgreSQL can do, in one run.
+
+Every comparison pairs a chatdesk workload with a bare baseline of the same
+shape on the same server in the same run, so the ratios hold on any machine:
+
+1. ingest: send_user_message / send_operator_message over N chats vs. a bare
+   INSERT into `create table (like chatdesk.messages including all)`;
+2. claiming: claim_next_chat from a queue vs. a bare
+   UPDATE ... WHERE id = (SELECT ... FOR UPDATE SKIP LOCKED) pop;
+3. rollup of one day vs. a bare GROUP BY over that day, then again with ten
+   times the history;
+4. rollup_operator_stats vs. one update_operator_stats call per operator;
+5. the runner's peak RSS during a 31-day backfill.
+
+Load generation is pgbench (custom scripts, per-transaction latency logs).
+Bulk data for the rollup is written raw, with triggers off
+(session_replication_role = replica): only its shape matters to the planner,
+and pushing millions of rows through the rules would measure the loader.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+
+import click
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from chatdesk import migrate
+
+
+@dataclass
+class Scale:
+    chats: int = 10_000  # ingest
+    queue: int = 200_000  # claiming
+    operators: int = 1_000
+    messages: int = 5_000_000  # rollup: over `days`
+    days: int = 30
+    history_factor: int = 10
+    seconds: float = 15.0  # per pgbench run
+    clients: tuple[int, ...] = (1, 8)
+
+
+SMOKE = Scale(chats=500, queue=5_000, operators=50, messages=60_000, days=30, history_factor=2,
+              seconds=1.0, clients=(1, 2))
+
+
+@dataclass
+class Row:
+    workload: str
+    variant: str
+    clients: int | str
+    tps: float | None = None
+    avg_ms: float | None = None
+    p99_ms: float | None = None
+    ratio: float | None = None  # chatdesk / bare (throughput), or time ratio for the rollup rows
+    note: str = ""
+
+
+@dataclass
+class Report:
+    rows: list[Row] = field(default_factory=list)
+    checks: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+
+
+def pgbench_binary() -> str:
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pgbench"), key=lambda p: int(p.split("/")[4]))
+    found = shutil.which("pgbench") or (candidates[-1] if candidates else None)
+    if not found:
+        raise click.ClickException("pgbench not found: install postgresql-client (it ships with PostgreSQL)")
+    return found
+
+
+def run_pgbench(conninfo: str, script: str, clients: int, seconds: float, workdir: Path, options: str) -> tuple[float, float, float]:
+    """tps, average and p99 latency (ms) of one pgbench run of `script`."""
+    run_dir = Path(tempfile.mkdtemp(dir=workdir))
+    (run_dir / "script.sql").write_text(script)
+    params = conninfo_to_dict(conninfo)
+    env = {**os.environ, "PGOPTIONS": options}
+    for key, var in (("host", "PGHOST"), ("port", "PGPORT"), ("user", "PGUSER"), ("password", "PGPASSWORD"), ("dbname", "PGDATABASE")):
+        if params.get(key):
+            env[var] = str(params[key])
+    result = subprocess.run(
+        [pgbench_binary(), "-n", "-M", "prepared", "-c", str(clients), "-j", str(min(clients, os.cpu_count() or 1)),
+         "-T", str(max(1, round(seconds))), "-f", str(run_dir / "script.sql"), "-l", "--log-prefix", str(run_dir / "log")],
+        capture_output=True, text=True, env=env, cwd=run_dir)
+    if result.returncode != 0:
+        raise click.ClickException(f"pgbench failed: {(result.stderr or result.stdout).strip().splitlines()[-1]}")
+    tps = next(float(line.split("=")[1].split()[0]) for line in result.stdout.splitlines() if line.startswith("tps ="))
+    latencies = sorted(int(line.split()[2]) / 1000.0
+                       for log in run_dir.glob("log*") for line in log.read_text().splitlines() if line.strip())
+    shutil.rmtree(run_dir, ignore_errors=True)
+    if not latencies:
+        raise click.ClickException("pgbench ran no transactions")
+    return tps, statistics.fmean(latencies), latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
+
+
+def timed(conn: psycopg.Connection, sql: str, params=(), repeat: int = 5) -> float:
+    """Median seconds of `sql` over `repeat` runs, after one warm-up."""
+    conn.execute(sql, params)
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        conn.execute(sql, params)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+# -- 1. ingest -------------------------------------------------------------------
+
+INGEST_SETUP = """
+    create schema bench;
+    create table bench.bare_messages (like chatdesk.messages including all);
+    create sequence bench.bare_messages_seq;
+    create table bench.operators (n int primary key, operator_id uuid not null);
+    create table bench.chats (n int primary key, chat_id uuid not null, operator_id uuid not null, seen bigint not null);
+"""
+
+CHATDESK_USER = """\\set n random(1, {chats})
+select chatdesk.send_user_message(chat_id, 'hello, is anyone there?') from bench.chats where n = :n;
+"""
+CHATDESK_OPERATOR = """\\set n random(1, {chats})
+select m.message_id from bench.chats b,
+       chatdesk.send_operator_message(b.chat_id, b.operator_id, 'happy to help', null, b.seen) m where b.n = :n;
+"""
+BARE_USER = """\\set n random(1, {chats})
+insert into bench.bare_messages (id, chat_id, sender_type, body, created_at)
+select nextval('bench.bare_messages_seq'), chat_id, 'real_user', 'hello, is anyone there?', now() from bench.chats where n = :n;
+"""
+BARE_OPERATOR = """\\set n random(1, {chats})
+insert into bench.bare_messages (id, chat_id, sender_type, handled_by_operator_id, body, seen_message_id, created_at)
+select nextval('bench.bare_messages_seq'), chat_id, 'operator', operator_id, 'happy to help', seen, now() from bench.chats where n = :n;
+"""
+
+
+def mixed(user: str, operator: str) -> str:
+    """Half user messages, half operator messages, in one pgbench script."""
+    return ("\\set kind random(0, 1)\n\\if :kind = 0\n" + user.replace("\\set n", "  \\set n") +
+            "\\else\n" + operator.replace("\\set n", "  \\set n") + "\\endif\n")
+
+
+def setup_ingest(conn: psycopg.Connection, scale: Scale) -> None:
+    conn.execute(INGEST_SETUP)
+    per_operator = -(-scale.chats // scale.operators)
+    conn.execute("""insert into bench.operators
+                    select g, chatdesk.create_operator('op ' || g, %s) from generate_series(1, %s) g""",
+                 (min(1000, max(per_operator, 1)), scale.operators))
+    # Each chat: two user messages, then claimed. Operators answer with the
+    # first message as "seen", so every answer finds a newer user message and
+    # the chat stays assigned: a steady state for a timed run.
+    conn.execute("""create temp table new_chats as
+                    select g as n, chatdesk.start_chat(chatdesk.create_real_user('visitor ' || g)) as chat_id
+                      from generate_series(1, %s) g""", (scale.chats,))
+    conn.execute("select chatdesk.send_user_message(chat_id, 'hi') from new_chats order by n")
+    conn.execute("select chatdesk.send_user_message(chat_id, 'anyone?') from new_chats order by n")
+    conn.execute("select chatdesk.claim_next_chat(o.operator_id) from bench.operators o, generate_series(1, %s)",
+                 (per_operator,))
+    conn.execute("""insert into bench.chats
+                    select n.n, n.chat_id, c.assigned_operator_id,
+                           (select min(id) from chatdesk.messages m where m.chat_id = n.chat_id)
+                      from new_chats n join chatdesk.chats c on c.id = n.chat_id""")
+    missing = conn.execute("select count(*) from bench.chats where operator_id is null").fetchone()[0]
+    assert missing == 0, f"{missing} chats were not claimed in the setup"
+    conn.execute("vacuum analyze")
+
+
+# -- 2. claiming -------------------------------------------------------------------
+
+CLAIM_SETUP = """
+    create table bench.bare_chats (like chatdesk.chats including all);
+    create table bench.claimers (n int primary key, operator_id uuid not null);
+"""
+CHATDESK_CLAIM = """\\set o random(1, {operators})
+select chatdesk.claim_next_chat(operator_id) from bench.claimers where n = :o;
+"""
+BARE_CLAIM = """\\set o random(1, {operators})
+update bench.bare_chats
+   set chat_state = 'assigned', assigned_at = now(),
+       assigned_operator_id = (select operator_id from bench.claimers where n = :o)
+ where id = (select id from bench.bare_chats
+              where chat_state = 'waiting_assignment'
+              order by queued_at, id
+              limit 1
+                for update skip locked);
+"""
+
+
+def setup_claims(conn: psycopg.Connection, scale: Scale) -> None:
+    conn.execute(CLAIM_SETUP)
+    conn.execute("""insert into bench.claimers
+                    select g, chatdesk.create_operator('claimer ' || g, 1000) from generate_series(1, %s) g""",
+                 (scale.operators,))
+    user = conn.execute("select chatdesk.create_real_user('queue')").fetchone()[0]
+    # The queue is loaded raw (triggers off): 200,000 chats already waiting.
+    conn.execute("set session_replication_role = replica")
+    for table in ("chatdesk.chats", "bench.bare_chats"):
+        conn.execute(f"""insert into {table} (id, real_user_id, chat_state, state_reason, queued_at, created_at)
+                         select gen_random_uuid(), %s, 'waiting_assignment', 'user_message',
+                                now() - interval '1 day' + g * interval '1 millisecond', now()
+                           from generate_series(1, %s) g""", (user, scale.queue))
+    conn.execute("set session_replication_role = origin")
+    conn.execute("vacuum analyze")
+
+
+# -- 3./4. rollup -------------------------------------------------------------------
+
+BARE_GROUP_BY = """
+    select handled_by_operator_id, count(*), count(distinct chat_id),
+           avg(extract(epoch from created_at - reply_started_at))
+      from chatdesk.messages
+     where handled_by_operator_id is not null and created_at >= %s and created_at < %s
+     group by 1
+"""
+
+
+def load_history(conn: psycopg.Connection, scale: Scale, first_day: date, days: int, operators: list) -> None:
+    """`scale.messages / scale.days` messages a day over `days` days, half from operators, raw."""
+    per_day = scale.messages // scale.days
+    conn.execute("set session_replication_role = replica")
+    chat_pool = conn.execute("select array_agg(id) from (select id from chatdesk.chats limit 20000) c").fetchone()[0]
+    for day in range(days):
+        start = first_day + timedelta(days=day)
+        conn.execute(
+            """insert into chatdesk.messages (id, chat_id, sender_type, handled_by_operator_id, body, created_at, reply_started_at)
+               select nextval('chatdesk.messages_id_seq'),
+                      (%(chats)s::uuid[])[1 + (g * 7919) %% array_length(%(chats)s::uuid[], 1)],
+                      case when g %% 2 = 0 then 'operator' else 'real_user' end,
+                      case when g %% 2 = 0 then (%(ops)s::uuid[])[1 + (g / 2) %% array_length(%(ops)s::uuid[], 1)] end,
+                      'x',
+                      %(start)s::timestamptz + (g * interval '86399 seconds') / %(n)s,
+                      case when g %% 4 = 0 then %(start)s::timestamptz + (g * interval '86399 seconds') / %(n)s
+                                                - (g %% 600) * interval '1 second' end
+                 from generate_series(1, %(n)s) g""",
+            {"chats": chat_pool, "ops": operators, "start": start.isoformat() + " 00:00:00+00", "n": per_day})
+    conn.execute("set session_replication_role = origin")
+    conn.execute("vacuum analyze chatdesk.messages")
+
+
+def peak_rss_of_backfill(conninfo: str, first: date, last: date) -> float:
+    """Peak RSS (MB) of `chatdesk rollup --from --to` as its own process."""
+    proc = subprocess.Popen([sys.executable, "-m", "chatdesk", "--database-url", conninfo, "rollup",
+                             "--from", first.isoformat(), "--to", last.isoformat(), "--json"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise click.ClickException(f"the backfill failed: {proc.stderr.read().decode().strip()}")
+    return usage.ru_maxrss / 1024.0
+
+
+# -- the whole run -------------------------------------------------------------------
+
+def run(conninfo: str, scale: Scale, say=click.echo, synchronous_commit: str = "off") -> Report:
+    report = Report()
+    options = f"-c synchronous_commit={synchronous_commit}"
+    with psycopg.connect(conninfo, autocommit=True, options=options) as conn:
+        report.settings = dict(conn.execute(
+            """select name, setting || coalesce(' ' || unit, '') from pg_settings
+                where name in ('server_version', 'shared_buffers', 'work_mem', 'max_connections', 'fsync',
+                               'synchronous_commit', 'max_wal_size', 'effective_cache_size', 'jit')""").fetchall())
+        migrate.migrate(conninfo, echo=lambda *a, **k: None)
+        workdir = Path(tempfile.mkdtemp(prefix="chatdesk-bench-"))
+        try:
+            say(f"ingest: {scale.chats} chats ...")
+            setup_ingest(conn, scale)
+            fill = {"chats": scale.chats, "operators": scale.operators}
+            for clients in scale.clients:
+                bare = run_pgbench(conninfo, mixed(BARE_USER, BARE_OPERATOR).format(**fill), clients, scale.seconds, workdir, options)
+                ours = run_pgbench(conninfo, mixed(CHATDESK_USER, CHATDESK_OPERATOR).format(**fill), clients, scale.seconds, workdir, options)
+                report.rows.append(Row("message ingest", "bare INSERT", clients, *bare))
+                report.rows.append(Row("message ingest", "chatdesk", clients, *ours, ratio=ours[0] / bare[0]))
+                say(f"  {clients} clients: {ours[0]:.0f} vs bare {bare[0]:.0f} tps")
+            report.checks["ingest counters drift"] = conn.execute(
+                "select count(*) from chatdesk.verify_counters()").fetchone()[0]
+
+            say(f"claiming: a queue of {scale.queue} chats ...")
+            setup_claims(conn, scale)
+            clients = max(scale.clients)
+            bare = run_pgbench(conninfo, BARE_CLAIM.format(**fill), clients, scale.seconds, workdir, options)
+            ours = run_pgbench(conninfo, CHATDESK_CLAIM.format(**fill), clients, scale.seconds, workdir, options)
+            report.rows.append(Row("claim next chat", "bare SKIP LOCKED pop", clients, *bare))
+            report.rows.append(Row("claim next chat", "chatdesk", clients, *ours, ratio=ours[0] / bare[0]))
+            say(f"  {clients} clients: {ours[0]:.0f} vs bare {bare[0]:.0f} tps")
+            report.checks["chats claimed twice"] = conn.execute(
+                """select count(*) from (select chat_id from chatdesk.chat_events where reason = 'claim'
+                                          group by chat_id having count(*) > 1) d""").fetchone()[0]
+            report.checks["claimed chats without exactly one claim event"] = conn.execute(
+                """select count(*) from chatdesk.chats c
+                    where c.state_reason = 'claim'
+                      and (select count(*) from chatdesk.chat_events e
+                            where e.chat_id = c.id and e.reason = 'claim') <> 1""").fetchone()[0]
+            report.checks["operators over capacity"] = conn.execute(
+                "select count(*) from chatdesk.operator_load where assigned_chats > max_concurrent_chats").fetchone()[0]
+
+            say(f"rollup: {scale.messages} messages over {scale.days} days ...")
+            operators = [r[0] for r in conn.execute("select operator_id from bench.claimers order by n")]
+            history_days = scale.days * scale.history_factor
+            first = date(2026, 1, 1) + timedelta(days=history_days - scale.days)  # the recent `days` days
+            load_history(conn, scale, first, scale.days, operators)
+            day = first + timedelta(days=scale.days // 2)
+            bounds = (f"{day} 00:00:00+00", f"{day + timedelta(days=1)} 00:00:00+00")
+            bare_s = timed(conn, BARE_GROUP_BY, bounds)
+            ours_s = timed(conn, "select chatdesk.rollup_operator_stats(%s)", (day,))
+            day_rows = conn.execute("select count(*) from chatdesk.messages where handled_by_operator_id is not null "
+                                    "and created_at >= %s and created_at < %s", bounds).fetchone()[0]
+            report.rows.append(Row("rollup one day", f"bare GROUP BY ({day_rows} operator messages)", 1,
+                                   avg_ms=bare_s * 1000))
+            report.rows.append(Row("rollup one day", "rollup_operator_stats", 1, avg_ms=ours_s * 1000,
+                                   ratio=ours_s / bare_s, note="time ratio, target <= 3"))
+
+            loop_s = timed(conn, "select chatdesk.update_operator_stats(operator_id, %s) from bench.claimers", (day,), repeat=1)
+            started = time.perf_counter()
+            for op in operators:  # one remote call per operator, as the original cron endpoint did
+                conn.execute("select chatdesk.update_operator_stats(%s, %s)", (op, day))
+            remote_s = time.perf_counter() - started
+            report.rows.append(Row("original design", f"update_operator_stats x {len(operators)} calls", 1,
+                                   avg_ms=remote_s * 1000, ratio=remote_s / ours_s, note="time vs one rollup"))
+            report.rows.append(Row("original design", f"update_operator_stats x {len(operators)} in one statement", 1,
+                                   avg_ms=loop_s * 1000, ratio=loop_s / ours_s, note="time vs one rollup"))
+
+            rss = peak_rss_of_backfill(conninfo, first, first + timedelta(days=30))
+            report.rows.append(Row("31-day backfill", "chatdesk rollup --from --to (peak RSS)", 1,
+                                   note=f"{rss:.0f} MB, target < 100 MB"))
+            report.checks["backfill peak RSS under 100 MB"] = rss < 100
+
+            say(f"rollup: ten times the history ({history_days} days) ...")
+            stats_sql = "select * from chatdesk.operator_daily_stats where stat_date = %s order by operator_id"
+            before = [r[:-1] for r in conn.execute(stats_sql.replace("*", "operator_id, messages_sent, chats_handled, "
+                      "reply_time_avg_seconds, reply_time_p50_seconds, reply_time_p90_seconds, computed_at"), (day,))]
+            load_history(conn, scale, date(2026, 1, 1), history_days - scale.days, operators)
+            ours_10x = timed(conn, "select chatdesk.rollup_operator_stats(%s)", (day,))
+            after = [r[:-1] for r in conn.execute(stats_sql.replace("*", "operator_id, messages_sent, chats_handled, "
+                     "reply_time_avg_seconds, reply_time_p50_seconds, reply_time_p90_seconds, computed_at"), (day,))]
+            report.rows.append(Row("rollup one day", f"with {scale.history_factor}x the history", 1,
+                                   avg_ms=ours_10x * 1000, ratio=ours_10x / ours_s, note="growth, target <= 1.3"))
+            report.checks["the day's stats unchanged by older history"] = before == after and len(before) > 0
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return report
+
+
+def render(report: Report) -> str:
+    def f(value, fmt):
+        return format(value, fmt) if value is not None else "-"
+
+    lines = ["| workload | variant | clients | tps | avg ms | p99 ms | ratio | note |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
+    for r in report.rows:
+        lines.append(f"| {r.workload} | {r.variant} | {r.clients} | {f(r.tps, '.0f')} | {f(r.avg_ms, '.2f')} | "
+                     f"{f(r.p99_ms, '.2f')} | {f(r.ratio, '.2f')} | {r.note} |")
+    lines.append("")
+    lines.append("Checks: " + ", ".join(f"{k}: {v}" for k, v in report.checks.items()))
+    lines.append("Server: " + ", ".join(f"{k}={v}" for k, v in sorted(report.settings.items())))
+    return "\n".join(lines)
