@@ -3,18 +3,6 @@
 -- The allowed changes live in chatdesk.state_transitions; this is the only
 -- place that reads it for a change, so the rules are written once.
 -- ---------------------------------------------------------------------------
-create or replace function chatdesk.next_state(p_event text, p_from_state text)
-returns text
-language sql
-stable
-as $$
-    -- The state an event moves a chat to from p_from_state, or null when the
-    -- event leaves that state alone (a real-user message to an assigned chat).
-    select to_state
-      from chatdesk.state_transitions
-     where event = p_event and from_state = p_from_state;
-$$;
-
 create or replace function chatdesk.chats__guard_insert()
 returns trigger
 language plpgsql
@@ -77,7 +65,11 @@ begin
     end if;
 
     if new.chat_state = 'assigned' then
-        perform chatdesk.lock_operator_for_claim(new.assigned_operator_id, old.id);
+        -- claim_next_chat has just checked this operator (and still holds its
+        -- lock); any other claim, a direct UPDATE included, is checked here.
+        if current_setting('chatdesk.claim_checked', true) is distinct from old.id::text then
+            perform chatdesk.lock_operator_for_claim(new.assigned_operator_id, old.id);
+        end if;
         new.assigned_at := chatdesk.clock();
     else
         new.assigned_operator_id := null;

@@ -12,6 +12,7 @@ declare
     v_chat      chatdesk.chats%rowtype;
     v_next      text;
     v_meanwhile boolean := false;
+    v_scope     uuid;
 begin
     -- Locks the chat row, so writes to one chat serialise and no interleaving
     -- can lose a message; then, under that lock:
@@ -35,11 +36,12 @@ begin
                                   else 'blank' end);
     end if;
 
-    if chatdesk.current_operator_id() is not null
-       and (new.sender_type <> 'operator' or new.handled_by_operator_id is distinct from chatdesk.current_operator_id()) then
+    v_scope := chatdesk.current_operator_id();
+    if v_scope is not null
+       and (new.sender_type <> 'operator' or new.handled_by_operator_id is distinct from v_scope) then
         raise exception using errcode = '42501',
             message = format('chatdesk: this session acts for operator %s and cannot write a %s message as %s (chat %s)',
-                             chatdesk.current_operator_id(), new.sender_type,
+                             v_scope, new.sender_type,
                              coalesce(new.handled_by_operator_id::text, 'nobody'), new.chat_id);
     end if;
 
@@ -99,7 +101,9 @@ begin
     new.reply_started_at := null;
 
     if new.sender_type = 'real_user' then
-        v_next := chatdesk.next_state('user_message', v_chat.chat_state);
+        -- where the state table sends a chat on a user message (null: it stays)
+        select t.to_state into v_next from chatdesk.state_transitions t
+         where t.event = 'user_message' and t.from_state = v_chat.chat_state;
         update chatdesk.chats
            set message_count = message_count + 1,
                last_message_at = greatest(last_message_at, new.created_at),
@@ -115,8 +119,11 @@ begin
         new.reply_started_at := v_chat.waiting_since;
         -- Having seen everything, the operator hands the chat back to the user;
         -- with a newer user message unseen, the chat stays with the operator.
-        v_next := case when v_meanwhile then null
-                       else chatdesk.next_state('operator_reply', v_chat.chat_state) end;
+        v_next := null;
+        if not v_meanwhile then
+            select t.to_state into v_next from chatdesk.state_transitions t
+             where t.event = 'operator_reply' and t.from_state = v_chat.chat_state;
+        end if;
         update chatdesk.chats
            set message_count = message_count + 1,
                last_message_at = greatest(last_message_at, new.created_at),
@@ -128,6 +135,10 @@ begin
            set total_messages = total_messages + 1,
                last_active_at = greatest(last_active_at, new.created_at)
          where id = new.handled_by_operator_id;
+        -- Hands send_operator_message its result without a second look at
+        -- the chat: "<message id>,<chat state>,<user replied meanwhile>".
+        perform set_config('chatdesk.operator_message_result',
+                           concat_ws(',', new.id, coalesce(v_next, v_chat.chat_state), v_meanwhile), true);
     else
         update chatdesk.chats
            set message_count = message_count + 1,

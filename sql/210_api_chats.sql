@@ -59,8 +59,9 @@ set lock_timeout = '5s'  -- a stuck session cannot hang every operator
 as $$
 #variable_conflict use_column
 declare
-    v_id   bigint;
-    v_seen bigint := p_seen_message_id;
+    v_id     bigint;
+    v_seen   bigint := p_seen_message_id;
+    v_result text[];
 begin
     -- The assignee's answer. p_seen_message_id is the newest message the
     -- operator had seen (null: everything). If the user wrote after it, the
@@ -72,10 +73,22 @@ begin
                                    client_message_id, seen_message_id)
     values (p_chat_id, 'operator', p_operator_id, p_body, p_client_message_id, p_seen_message_id)
     returning id into v_id;
-    if v_id is null then
+    if v_id is not null then
+        -- a new message: the trigger left its result (see messages__accept)
+        v_result := string_to_array(current_setting('chatdesk.operator_message_result'), ',');
+        if v_result[1]::bigint = v_id then
+            message_id := v_id;
+            chat_state := v_result[2];
+            user_replied_meanwhile := v_result[3]::boolean;
+            return next;
+            return;
+        end if;
+    else
         select m.id, m.seen_message_id into v_id, v_seen from chatdesk.messages m
          where m.chat_id = p_chat_id and m.client_message_id = p_client_message_id;
     end if;
+    -- a retry: the first message, the chat as it is now, and whether the user
+    -- had written after what the operator saw when the first one was sent
     return query
     select v_id,
            c.chat_state,

@@ -66,9 +66,13 @@ begin
         return null;
     end if;
 
+    -- The operator was checked above, under its row lock: tell the state
+    -- guard, so it does not count the operator's chats a second time.
+    perform set_config('chatdesk.claim_checked', v_chat_id::text, true);
     update chatdesk.chats
        set chat_state = 'assigned', state_reason = 'claim', assigned_operator_id = p_operator_id
      where id = v_chat_id;
+    perform set_config('chatdesk.claim_checked', '', true);
     update chatdesk.operators
        set last_active_at = greatest(last_active_at, chatdesk.clock())
      where id = p_operator_id;

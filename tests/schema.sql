@@ -60,7 +60,11 @@ begin
     end if;
 
     if new.chat_state = 'assigned' then
-        perform chatdesk.lock_operator_for_claim(new.assigned_operator_id, old.id);
+        -- claim_next_chat has just checked this operator (and still holds its
+        -- lock); any other claim, a direct UPDATE included, is checked here.
+        if current_setting('chatdesk.claim_checked', true) is distinct from old.id::text then
+            perform chatdesk.lock_operator_for_claim(new.assigned_operator_id, old.id);
+        end if;
         new.assigned_at := chatdesk.clock();
     else
         new.assigned_operator_id := null;
@@ -123,9 +127,13 @@ begin
         return null;
     end if;
 
+    -- The operator was checked above, under its row lock: tell the state
+    -- guard, so it does not count the operator's chats a second time.
+    perform set_config('chatdesk.claim_checked', v_chat_id::text, true);
     update chatdesk.chats
        set chat_state = 'assigned', state_reason = 'claim', assigned_operator_id = p_operator_id
      where id = v_chat_id;
+    perform set_config('chatdesk.claim_checked', '', true);
     update chatdesk.operators
        set last_active_at = greatest(last_active_at, chatdesk.clock())
      where id = p_operator_id;
@@ -378,6 +386,7 @@ declare
     v_chat      chatdesk.chats%rowtype;
     v_next      text;
     v_meanwhile boolean := false;
+    v_scope     uuid;
 begin
     -- Locks the chat row, so writes to one chat serialise and no interleaving
     -- can lose a message; then, under that lock:
@@ -401,11 +410,12 @@ begin
                                   else 'blank' end);
     end if;
 
-    if chatdesk.current_operator_id() is not null
-       and (new.sender_type <> 'operator' or new.handled_by_operator_id is distinct from chatdesk.current_operator_id()) then
+    v_scope := chatdesk.current_operator_id();
+    if v_scope is not null
+       and (new.sender_type <> 'operator' or new.handled_by_operator_id is distinct from v_scope) then
         raise exception using errcode = '42501',
             message = format('chatdesk: this session acts for operator %s and cannot write a %s message as %s (chat %s)',
-                             chatdesk.current_operator_id(), new.sender_type,
+                             v_scope, new.sender_type,
                              coalesce(new.handled_by_operator_id::text, 'nobody'), new.chat_id);
     end if;
 
@@ -465,7 +475,9 @@ begin
     new.reply_started_at := null;
 
     if new.sender_type = 'real_user' then
-        v_next := chatdesk.next_state('user_message', v_chat.chat_state);
+        -- where the state table sends a chat on a user message (null: it stays)
+        select t.to_state into v_next from chatdesk.state_transitions t
+         where t.event = 'user_message' and t.from_state = v_chat.chat_state;
         update chatdesk.chats
            set message_count = message_count + 1,
                last_message_at = greatest(last_message_at, new.created_at),
@@ -481,8 +493,11 @@ begin
         new.reply_started_at := v_chat.waiting_since;
         -- Having seen everything, the operator hands the chat back to the user;
         -- with a newer user message unseen, the chat stays with the operator.
-        v_next := case when v_meanwhile then null
-                       else chatdesk.next_state('operator_reply', v_chat.chat_state) end;
+        v_next := null;
+        if not v_meanwhile then
+            select t.to_state into v_next from chatdesk.state_transitions t
+             where t.event = 'operator_reply' and t.from_state = v_chat.chat_state;
+        end if;
         update chatdesk.chats
            set message_count = message_count + 1,
                last_message_at = greatest(last_message_at, new.created_at),
@@ -494,6 +509,10 @@ begin
            set total_messages = total_messages + 1,
                last_active_at = greatest(last_active_at, new.created_at)
          where id = new.handled_by_operator_id;
+        -- Hands send_operator_message its result without a second look at
+        -- the chat: "<message id>,<chat state>,<user replied meanwhile>".
+        perform set_config('chatdesk.operator_message_result',
+                           concat_ws(',', new.id, coalesce(v_next, v_chat.chat_state), v_meanwhile), true);
     else
         update chatdesk.chats
            set message_count = message_count + 1,
@@ -584,16 +603,6 @@ begin
     end if;
     return new;
 end;
-$$;
-
-CREATE FUNCTION chatdesk.next_state(p_event text, p_from_state text) RETURNS text
-    LANGUAGE sql STABLE
-    AS $$
-    -- The state an event moves a chat to from p_from_state, or null when the
-    -- event leaves that state alone (a real-user message to an assigned chat).
-    select to_state
-      from chatdesk.state_transitions
-     where event = p_event and from_state = p_from_state;
 $$;
 
 CREATE FUNCTION chatdesk.recount_chats(p_chat_ids uuid[]) RETURNS void
@@ -722,8 +731,9 @@ CREATE FUNCTION chatdesk.send_operator_message(p_chat_id uuid, p_operator_id uui
     AS $$
 #variable_conflict use_column
 declare
-    v_id   bigint;
-    v_seen bigint := p_seen_message_id;
+    v_id     bigint;
+    v_seen   bigint := p_seen_message_id;
+    v_result text[];
 begin
     -- The assignee's answer. p_seen_message_id is the newest message the
     -- operator had seen (null: everything). If the user wrote after it, the
@@ -735,10 +745,22 @@ begin
                                    client_message_id, seen_message_id)
     values (p_chat_id, 'operator', p_operator_id, p_body, p_client_message_id, p_seen_message_id)
     returning id into v_id;
-    if v_id is null then
+    if v_id is not null then
+        -- a new message: the trigger left its result (see messages__accept)
+        v_result := string_to_array(current_setting('chatdesk.operator_message_result'), ',');
+        if v_result[1]::bigint = v_id then
+            message_id := v_id;
+            chat_state := v_result[2];
+            user_replied_meanwhile := v_result[3]::boolean;
+            return next;
+            return;
+        end if;
+    else
         select m.id, m.seen_message_id into v_id, v_seen from chatdesk.messages m
          where m.chat_id = p_chat_id and m.client_message_id = p_client_message_id;
     end if;
+    -- a retry: the first message, the chat as it is now, and whether the user
+    -- had written after what the operator saw when the first one was sent
     return query
     select v_id,
            c.chat_state,
