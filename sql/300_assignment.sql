@@ -10,10 +10,15 @@ declare
     v_load int;
 begin
     -- The one place that decides whether an operator may take another chat.
-    -- Locks the operator row (until commit), so two claims for one operator
-    -- serialise and cannot both pass; then refuses an unknown operator
-    -- (23503), an inactive one (CD003), or one at max_concurrent_chats (CD004).
-    select * into v_op from chatdesk.operators where id = p_operator_id for no key update;
+    -- Locks the operator row (until commit) by recording the claim as the
+    -- operator's latest activity, so two claims for one operator serialise
+    -- and cannot both pass; then refuses an unknown operator (23503), an
+    -- inactive one (CD003), or one at max_concurrent_chats (CD004). A refusal
+    -- rolls the activity back with everything else.
+    update chatdesk.operators
+       set last_active_at = greatest(last_active_at, chatdesk.clock())
+     where id = p_operator_id
+    returning * into v_op;
     if not found then
         raise exception using errcode = '23503',
             message = format('chatdesk: operator %s does not exist%s',
@@ -52,7 +57,9 @@ begin
     -- the chat with SKIP LOCKED, so claimers never wait on each other and no
     -- chat goes to two operators. Refuses: unknown operator (23503), inactive
     -- (CD003), at max_concurrent_chats (CD004).
-    perform chatdesk.require_scope(p_operator_id, 'claim');
+    if chatdesk.current_operator_id() is not null then  -- an operator-scoped session
+        perform chatdesk.require_scope(p_operator_id, 'claim');
+    end if;
     -- Checked before a chat is taken, so a refused claim locks no chat.
     perform chatdesk.lock_operator_for_claim(p_operator_id);
 
@@ -73,9 +80,6 @@ begin
        set chat_state = 'assigned', state_reason = 'claim', assigned_operator_id = p_operator_id
      where id = v_chat_id;
     perform set_config('chatdesk.claim_checked', '', true);
-    update chatdesk.operators
-       set last_active_at = greatest(last_active_at, chatdesk.clock())
-     where id = p_operator_id;
     return v_chat_id;
 end;
 $$;
@@ -93,7 +97,9 @@ begin
     -- The assignee hands the chat back; it returns to its old place in the
     -- queue (queued_at kept). Refuses an unknown chat or operator (23503) and
     -- anyone but the assignee (CD001).
-    perform chatdesk.require_scope(p_operator_id, 'release chats');
+    if chatdesk.current_operator_id() is not null then  -- an operator-scoped session
+        perform chatdesk.require_scope(p_operator_id, 'release chats');
+    end if;
     select * into v_chat from chatdesk.chats where id = p_chat_id for no key update;
     if not found then
         raise exception using errcode = '23503',

@@ -113,7 +113,9 @@ begin
     -- the chat with SKIP LOCKED, so claimers never wait on each other and no
     -- chat goes to two operators. Refuses: unknown operator (23503), inactive
     -- (CD003), at max_concurrent_chats (CD004).
-    perform chatdesk.require_scope(p_operator_id, 'claim');
+    if chatdesk.current_operator_id() is not null then  -- an operator-scoped session
+        perform chatdesk.require_scope(p_operator_id, 'claim');
+    end if;
     -- Checked before a chat is taken, so a refused claim locks no chat.
     perform chatdesk.lock_operator_for_claim(p_operator_id);
 
@@ -134,9 +136,6 @@ begin
        set chat_state = 'assigned', state_reason = 'claim', assigned_operator_id = p_operator_id
      where id = v_chat_id;
     perform set_config('chatdesk.claim_checked', '', true);
-    update chatdesk.operators
-       set last_active_at = greatest(last_active_at, chatdesk.clock())
-     where id = p_operator_id;
     return v_chat_id;
 end;
 $$;
@@ -278,7 +277,9 @@ declare
     v_id uuid;
 begin
     -- A new active operator. Refuses a blank name or a capacity outside 1..1000 (23514).
-    perform chatdesk.require_scope(null, 'create operators');
+    if chatdesk.current_operator_id() is not null then  -- an operator-scoped session
+        perform chatdesk.require_scope(null, 'create operators');
+    end if;
     if p_name is null or btrim(p_name) = '' or length(p_name) > 200 then
         raise exception using errcode = '23514',
             message = format('chatdesk: operator name must have 1 to 200 characters, not %s',
@@ -305,7 +306,9 @@ declare
     v_id uuid;
 begin
     -- A new real user. Refuses a blank or over-long name (23514).
-    perform chatdesk.require_scope(null, 'create users');
+    if chatdesk.current_operator_id() is not null then  -- an operator-scoped session
+        perform chatdesk.require_scope(null, 'create users');
+    end if;
     if p_display_name is null or btrim(p_display_name) = '' or length(p_display_name) > 200 then
         raise exception using errcode = '23514',
             message = format('chatdesk: display name must have 1 to 200 characters, not %s',
@@ -332,7 +335,9 @@ declare
 begin
     -- Marks the operator as present: idle release measures from the latest
     -- of this, their last message and their last claim.
-    perform chatdesk.require_scope(p_operator_id, 'send a heartbeat');
+    if chatdesk.current_operator_id() is not null then  -- an operator-scoped session
+        perform chatdesk.require_scope(p_operator_id, 'send a heartbeat');
+    end if;
     update chatdesk.operators
        set last_seen_at = v_now,
            last_active_at = greatest(last_active_at, v_now)
@@ -352,10 +357,15 @@ declare
     v_load int;
 begin
     -- The one place that decides whether an operator may take another chat.
-    -- Locks the operator row (until commit), so two claims for one operator
-    -- serialise and cannot both pass; then refuses an unknown operator
-    -- (23503), an inactive one (CD003), or one at max_concurrent_chats (CD004).
-    select * into v_op from chatdesk.operators where id = p_operator_id for no key update;
+    -- Locks the operator row (until commit) by recording the claim as the
+    -- operator's latest activity, so two claims for one operator serialise
+    -- and cannot both pass; then refuses an unknown operator (23503), an
+    -- inactive one (CD003), or one at max_concurrent_chats (CD004). A refusal
+    -- rolls the activity back with everything else.
+    update chatdesk.operators
+       set last_active_at = greatest(last_active_at, chatdesk.clock())
+     where id = p_operator_id
+    returning * into v_op;
     if not found then
         raise exception using errcode = '23503',
             message = format('chatdesk: operator %s does not exist%s',
@@ -635,7 +645,9 @@ begin
     -- The assignee hands the chat back; it returns to its old place in the
     -- queue (queued_at kept). Refuses an unknown chat or operator (23503) and
     -- anyone but the assignee (CD001).
-    perform chatdesk.require_scope(p_operator_id, 'release chats');
+    if chatdesk.current_operator_id() is not null then  -- an operator-scoped session
+        perform chatdesk.require_scope(p_operator_id, 'release chats');
+    end if;
     select * into v_chat from chatdesk.chats where id = p_chat_id for no key update;
     if not found then
         raise exception using errcode = '23503',
@@ -740,7 +752,9 @@ begin
     -- chat stays assigned and user_replied_meanwhile is true; otherwise the
     -- chat goes back to waiting_real_user_reply. A retry with the same client
     -- id returns the first message, even after the chat has moved on.
-    perform chatdesk.require_scope(p_operator_id, 'write');
+    if chatdesk.current_operator_id() is not null then  -- an operator-scoped session
+        perform chatdesk.require_scope(p_operator_id, 'write');
+    end if;
     insert into chatdesk.messages (chat_id, sender_type, handled_by_operator_id, body,
                                    client_message_id, seen_message_id)
     values (p_chat_id, 'operator', p_operator_id, p_body, p_client_message_id, p_seen_message_id)
@@ -783,7 +797,9 @@ declare
 begin
     -- The user's message; moves a waiting or closed chat into the queue.
     -- The same (chat, client_message_id) again returns the first message's id.
-    perform chatdesk.require_scope(null, 'write as a user');
+    if chatdesk.current_operator_id() is not null then  -- an operator-scoped session
+        perform chatdesk.require_scope(null, 'write as a user');
+    end if;
     insert into chatdesk.messages (chat_id, sender_type, body, client_message_id)
     values (p_chat_id, 'real_user', p_body, p_client_message_id)
     returning id into v_id;
@@ -803,7 +819,9 @@ CREATE FUNCTION chatdesk.set_operator_active(p_operator_id uuid, p_is_active boo
 begin
     -- Takes an operator off (or back on) duty. An inactive operator cannot
     -- claim; chats already assigned stay until answered, released or idle.
-    perform chatdesk.require_scope(null, 'change who is active');
+    if chatdesk.current_operator_id() is not null then  -- an operator-scoped session
+        perform chatdesk.require_scope(null, 'change who is active');
+    end if;
     if p_is_active is null then
         raise exception using errcode = '23514', message = 'chatdesk: is_active must be true or false';
     end if;
@@ -841,7 +859,9 @@ declare
     v_id uuid;
 begin
     -- A new chat in waiting_real_user_reply. Refuses an unknown user (23503).
-    perform chatdesk.require_scope(null, 'start chats');
+    if chatdesk.current_operator_id() is not null then  -- an operator-scoped session
+        perform chatdesk.require_scope(null, 'start chats');
+    end if;
     if p_real_user_id is null or not exists (select 1 from chatdesk.real_users where id = p_real_user_id) then
         raise exception using errcode = '23503',
             message = format('chatdesk: real user %s does not exist', coalesce(p_real_user_id::text, 'null'));
