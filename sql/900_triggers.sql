@@ -2,6 +2,10 @@
 -- Triggers. Postgres fires same-event triggers in name order, so the names
 -- carry the order: _100 guards run before _500 bookkeeping.
 -- ---------------------------------------------------------------------------
+-- Objects that sql/ no longer defines: create or replace cannot remove them.
+drop trigger if exists chats_500_log_state on chatdesk.chats;
+drop function if exists chatdesk.chats__log_event();
+
 create or replace trigger settings_100_check
     before insert or update on chatdesk.settings
     for each row execute function chatdesk.settings__check();
@@ -19,13 +23,7 @@ create or replace trigger chats_100_guard_state
 
 create or replace trigger chats_500_log_insert
     after insert on chatdesk.chats
-    for each row execute function chatdesk.chats__log_event();
-
-create or replace trigger chats_500_log_state
-    after update on chatdesk.chats
-    for each row
-    when (old.chat_state is distinct from new.chat_state)
-    execute function chatdesk.chats__log_event();
+    for each row execute function chatdesk.chats__log_insert();
 
 create or replace trigger messages_100_accept
     before insert on chatdesk.messages
