@@ -13,6 +13,8 @@ create table chatdesk.operators (
     max_concurrent_chats int not null default 1
         constraint operators_max_concurrent_chats_check check (max_concurrent_chats between 1 and 1000),
     total_messages       bigint not null default 0,          -- maintained by triggers on messages
+    assigned_chats       int not null default 0              -- maintained by the chat state guard
+        constraint operators_assigned_chats_check check (assigned_chats >= 0),
     last_seen_at         timestamptz,                        -- set by heartbeat()
     last_active_at       timestamptz,                        -- latest of heartbeat, own message, claim
     created_at           timestamptz not null default now()

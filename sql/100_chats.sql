@@ -34,6 +34,7 @@ language plpgsql
 as $$
 declare
     v_event text;
+    v_op    chatdesk.operators%rowtype;
 begin
     -- Fires when chat_state or the assignee changes, from any source. The
     -- change must name its event in state_reason (chatdesk's functions and
@@ -65,13 +66,20 @@ begin
     end if;
 
     if new.chat_state = 'assigned' then
-        -- claim_next_chat has just checked this operator (and still holds its
-        -- lock); any other claim, a direct UPDATE included, is checked here.
-        if current_setting('chatdesk.claim_checked', true) is distinct from old.id::text then
-            perform chatdesk.lock_operator_for_claim(new.assigned_operator_id, old.id);
-        end if;
+        -- Every claim, a direct UPDATE included: count it on the operator and
+        -- check it, under the operator's row lock (held until commit).
+        update chatdesk.operators
+           set assigned_chats = assigned_chats + 1,
+               last_active_at = greatest(last_active_at, chatdesk.clock())
+         where id = new.assigned_operator_id
+        returning * into v_op;
+        perform chatdesk.refuse_claim(v_op, new.assigned_operator_id, old.id, v_op.assigned_chats);
         new.assigned_at := chatdesk.clock();
     else
+        if old.chat_state = 'assigned' then
+            update chatdesk.operators set assigned_chats = assigned_chats - 1
+             where id = old.assigned_operator_id;
+        end if;
         new.assigned_operator_id := null;
         new.assigned_at := null;
     end if;

@@ -1,41 +1,32 @@
 -- ---------------------------------------------------------------------------
 -- Assignment: claiming queued chats, handing them back, idle release.
 -- ---------------------------------------------------------------------------
-create or replace function chatdesk.lock_operator_for_claim(p_operator_id uuid, p_chat_id uuid default null)
+create or replace function chatdesk.refuse_claim(p_op chatdesk.operators, p_operator_id uuid, p_chat_id uuid,
+                                                 p_load_after int)
 returns void
 language plpgsql
+stable
 as $$
-declare
-    v_op   chatdesk.operators%rowtype;
-    v_load int;
 begin
-    -- The one place that decides whether an operator may take another chat.
-    -- Locks the operator row (until commit) by recording the claim as the
-    -- operator's latest activity, so two claims for one operator serialise
-    -- and cannot both pass; then refuses an unknown operator (23503), an
-    -- inactive one (CD003), or one at max_concurrent_chats (CD004). A refusal
-    -- rolls the activity back with everything else.
-    update chatdesk.operators
-       set last_active_at = greatest(last_active_at, chatdesk.clock())
-     where id = p_operator_id
-    returning * into v_op;
-    if not found then
+    -- The one statement of who may take another chat: refuses an unknown
+    -- operator (23503), an inactive one (CD003), or one whose load after the
+    -- claim would exceed max_concurrent_chats (CD004). Called by
+    -- claim_next_chat before it takes a chat, and by the state guard under
+    -- the operator's row lock for every claim, which is the check that counts.
+    if p_op.id is null then
         raise exception using errcode = '23503',
             message = format('chatdesk: operator %s does not exist%s',
                              coalesce(p_operator_id::text, 'null'), coalesce(' (chat ' || p_chat_id || ')', ''));
     end if;
-    if not v_op.is_active then
+    if not p_op.is_active then
         raise exception using errcode = 'CD003',
             message = format('chatdesk: operator %s is not active%s', p_operator_id,
                              coalesce(' (chat ' || p_chat_id || ')', ''));
     end if;
-    select count(*) into v_load
-      from chatdesk.chats
-     where assigned_operator_id = p_operator_id and chat_state = 'assigned';
-    if v_load >= v_op.max_concurrent_chats then
+    if p_load_after > p_op.max_concurrent_chats then
         raise exception using errcode = 'CD004',
             message = format('chatdesk: operator %s already has %s of %s chats%s',
-                             p_operator_id, v_load, v_op.max_concurrent_chats,
+                             p_operator_id, p_load_after - 1, p_op.max_concurrent_chats,
                              coalesce(' (chat ' || p_chat_id || ')', ''));
     end if;
 end;
@@ -50,18 +41,20 @@ set lock_timeout = '5s'  -- a stuck session cannot hang every operator
 as $$
 declare
     v_chat_id uuid;
+    v_op      chatdesk.operators%rowtype;
 begin
     -- Gives the operator the waiting chat with the oldest queued_at, or null
-    -- when the queue is empty. Locks the operator row first, so two claims by
-    -- one operator serialise and cannot both pass the capacity check; takes
-    -- the chat with SKIP LOCKED, so claimers never wait on each other and no
-    -- chat goes to two operators. Refuses: unknown operator (23503), inactive
-    -- (CD003), at max_concurrent_chats (CD004).
+    -- when the queue is empty. Takes the chat with SKIP LOCKED, so claimers
+    -- never wait on each other and no chat goes to two operators; the state
+    -- guard then checks and counts the claim under the operator's row lock,
+    -- so two claims by one operator cannot both pass its capacity. Refuses:
+    -- unknown operator (23503), inactive (CD003), at max_concurrent_chats (CD004).
     if chatdesk.current_operator_id() is not null then  -- an operator-scoped session
         perform chatdesk.require_scope(p_operator_id, 'claim');
     end if;
-    -- Checked before a chat is taken, so a refused claim locks no chat.
-    perform chatdesk.lock_operator_for_claim(p_operator_id);
+    -- Checked first without a lock, so a refused claim takes no chat.
+    select * into v_op from chatdesk.operators where id = p_operator_id;
+    perform chatdesk.refuse_claim(v_op, p_operator_id, null, v_op.assigned_chats + 1);
 
     select id into v_chat_id
       from chatdesk.chats
@@ -73,13 +66,9 @@ begin
         return null;
     end if;
 
-    -- The operator was checked above, under its row lock: tell the state
-    -- guard, so it does not count the operator's chats a second time.
-    perform set_config('chatdesk.claim_checked', v_chat_id::text, true);
     update chatdesk.chats
        set chat_state = 'assigned', state_reason = 'claim', assigned_operator_id = p_operator_id
      where id = v_chat_id;
-    perform set_config('chatdesk.claim_checked', '', true);
     return v_chat_id;
 end;
 $$;
@@ -129,8 +118,10 @@ set search_path = chatdesk, pg_temp
 set lock_timeout = '5s'  -- a stuck session cannot hang every operator
 as $$
 declare
-    v_cutoff timestamptz;
-    v_count  int;
+    v_cutoff    timestamptz;
+    v_count     int;
+    v_chats     uuid[];
+    v_operators uuid[];
 begin
     -- Returns to the queue (old place, reason idle) every assigned chat whose
     -- operator has not been active (heartbeat, message, claim) since
@@ -144,19 +135,21 @@ begin
     end if;
     v_cutoff := chatdesk.clock() - p_idle_after;
 
-    with idle as (
-        select c.id
-          from chatdesk.chats c
-          join chatdesk.operators o on o.id = c.assigned_operator_id
-         where c.chat_state = 'assigned'
-           and coalesce(o.last_active_at, '-infinity') < v_cutoff
-         order by c.id
-           for no key update of c skip locked
-    )
-    update chatdesk.chats c
+    -- Take the idle chats (SKIP LOCKED: a chat being written to right now is
+    -- not idle), then their operators in id order, as every statement that
+    -- holds several operator rows does, so concurrent sweeps cannot deadlock.
+    select coalesce(array_agg(x.id), '{}'), coalesce(array_agg(distinct x.assigned_operator_id), '{}')
+      into v_chats, v_operators
+      from (select c.id, c.assigned_operator_id
+              from chatdesk.chats c
+              join chatdesk.operators o on o.id = c.assigned_operator_id
+             where c.chat_state = 'assigned'
+               and coalesce(o.last_active_at, '-infinity') < v_cutoff
+               for no key update of c skip locked) x;
+    perform 1 from chatdesk.operators where id = any (v_operators) order by id for no key update;
+    update chatdesk.chats
        set chat_state = 'waiting_assignment', state_reason = 'idle'
-      from idle
-     where c.id = idle.id;
+     where id = any (v_chats);
     get diagnostics v_count = row_count;
     return v_count;
 end;

@@ -6,8 +6,7 @@ select o.id as operator_id,
        o.name,
        o.is_active,
        o.max_concurrent_chats,
-       (select count(*) from chatdesk.chats c
-         where c.assigned_operator_id = o.id and c.chat_state = 'assigned')::int as assigned_chats,
+       o.assigned_chats,
        o.last_seen_at,
        o.last_active_at
   from chatdesk.operators o;

@@ -41,6 +41,12 @@ begin
      cross join lateral (select count(*) as n from chatdesk.messages m
                           where m.handled_by_operator_id = o.id) n
      where o.total_messages <> n.n
+    union all
+    select 'operator', o.id, 'assigned_chats', o.assigned_chats::text, a.n::text
+      from chatdesk.operators o
+     cross join lateral (select count(*) as n from chatdesk.chats c
+                          where c.assigned_operator_id = o.id and c.chat_state = 'assigned') a
+     where o.assigned_chats <> a.n
      order by 1, 2, 3;
 
     if p_repair then
@@ -53,15 +59,18 @@ begin
          where a.chat_id = c.id
            and (c.message_count, c.last_message_at, c.last_user_message_id, c.waiting_since)
                is distinct from (a.message_count, a.last_message_at, a.last_user_message_id, a.waiting_since);
+        lock table chatdesk.chats in share row exclusive mode;  -- no claim or release meanwhile
         update chatdesk.operators o
-           set total_messages = n.n
-          from (select o2.id, (select count(*) from chatdesk.messages m
-                                where m.handled_by_operator_id = o2.id) as n
+           set total_messages = n.n, assigned_chats = n.a
+          from (select o2.id,
+                       (select count(*) from chatdesk.messages m where m.handled_by_operator_id = o2.id) as n,
+                       (select count(*) from chatdesk.chats c
+                         where c.assigned_operator_id = o2.id and c.chat_state = 'assigned')::int as a
                   from chatdesk.operators o2) n
-         where n.id = o.id and o.total_messages <> n.n;
+         where n.id = o.id and (o.total_messages, o.assigned_chats) is distinct from (n.n, n.a);
     end if;
 end;
 $$;
 
 comment on function chatdesk.verify_counters(boolean) is
-    'Recounts message_count, last_message_at, total_messages (and write-time bookkeeping); returns drifted rows; p_repair fixes them.';
+    'Recounts message_count, last_message_at, total_messages, assigned_chats (and write-time bookkeeping); returns drifted rows; p_repair fixes them.';

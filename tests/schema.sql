@@ -29,6 +29,7 @@ CREATE FUNCTION chatdesk.chats__guard_state() RETURNS trigger
     AS $$
 declare
     v_event text;
+    v_op    chatdesk.operators%rowtype;
 begin
     -- Fires when chat_state or the assignee changes, from any source. The
     -- change must name its event in state_reason (chatdesk's functions and
@@ -60,13 +61,20 @@ begin
     end if;
 
     if new.chat_state = 'assigned' then
-        -- claim_next_chat has just checked this operator (and still holds its
-        -- lock); any other claim, a direct UPDATE included, is checked here.
-        if current_setting('chatdesk.claim_checked', true) is distinct from old.id::text then
-            perform chatdesk.lock_operator_for_claim(new.assigned_operator_id, old.id);
-        end if;
+        -- Every claim, a direct UPDATE included: count it on the operator and
+        -- check it, under the operator's row lock (held until commit).
+        update chatdesk.operators
+           set assigned_chats = assigned_chats + 1,
+               last_active_at = greatest(last_active_at, chatdesk.clock())
+         where id = new.assigned_operator_id
+        returning * into v_op;
+        perform chatdesk.refuse_claim(v_op, new.assigned_operator_id, old.id, v_op.assigned_chats);
         new.assigned_at := chatdesk.clock();
     else
+        if old.chat_state = 'assigned' then
+            update chatdesk.operators set assigned_chats = assigned_chats - 1
+             where id = old.assigned_operator_id;
+        end if;
         new.assigned_operator_id := null;
         new.assigned_at := null;
     end if;
@@ -109,18 +117,20 @@ CREATE FUNCTION chatdesk.claim_next_chat(p_operator_id uuid) RETURNS uuid
     AS $$
 declare
     v_chat_id uuid;
+    v_op      chatdesk.operators%rowtype;
 begin
     -- Gives the operator the waiting chat with the oldest queued_at, or null
-    -- when the queue is empty. Locks the operator row first, so two claims by
-    -- one operator serialise and cannot both pass the capacity check; takes
-    -- the chat with SKIP LOCKED, so claimers never wait on each other and no
-    -- chat goes to two operators. Refuses: unknown operator (23503), inactive
-    -- (CD003), at max_concurrent_chats (CD004).
+    -- when the queue is empty. Takes the chat with SKIP LOCKED, so claimers
+    -- never wait on each other and no chat goes to two operators; the state
+    -- guard then checks and counts the claim under the operator's row lock,
+    -- so two claims by one operator cannot both pass its capacity. Refuses:
+    -- unknown operator (23503), inactive (CD003), at max_concurrent_chats (CD004).
     if chatdesk.current_operator_id() is not null then  -- an operator-scoped session
         perform chatdesk.require_scope(p_operator_id, 'claim');
     end if;
-    -- Checked before a chat is taken, so a refused claim locks no chat.
-    perform chatdesk.lock_operator_for_claim(p_operator_id);
+    -- Checked first without a lock, so a refused claim takes no chat.
+    select * into v_op from chatdesk.operators where id = p_operator_id;
+    perform chatdesk.refuse_claim(v_op, p_operator_id, null, v_op.assigned_chats + 1);
 
     select id into v_chat_id
       from chatdesk.chats
@@ -132,13 +142,9 @@ begin
         return null;
     end if;
 
-    -- The operator was checked above, under its row lock: tell the state
-    -- guard, so it does not count the operator's chats a second time.
-    perform set_config('chatdesk.claim_checked', v_chat_id::text, true);
     update chatdesk.chats
        set chat_state = 'assigned', state_reason = 'claim', assigned_operator_id = p_operator_id
      where id = v_chat_id;
-    perform set_config('chatdesk.claim_checked', '', true);
     return v_chat_id;
 end;
 $$;
@@ -348,45 +354,6 @@ begin
     if not found then
         raise exception using errcode = '23503',
             message = format('chatdesk: operator %s does not exist', coalesce(p_operator_id::text, 'null'));
-    end if;
-end;
-$$;
-
-CREATE FUNCTION chatdesk.lock_operator_for_claim(p_operator_id uuid, p_chat_id uuid DEFAULT NULL::uuid) RETURNS void
-    LANGUAGE plpgsql
-    AS $$
-declare
-    v_op   chatdesk.operators%rowtype;
-    v_load int;
-begin
-    -- The one place that decides whether an operator may take another chat.
-    -- Locks the operator row (until commit) by recording the claim as the
-    -- operator's latest activity, so two claims for one operator serialise
-    -- and cannot both pass; then refuses an unknown operator (23503), an
-    -- inactive one (CD003), or one at max_concurrent_chats (CD004). A refusal
-    -- rolls the activity back with everything else.
-    update chatdesk.operators
-       set last_active_at = greatest(last_active_at, chatdesk.clock())
-     where id = p_operator_id
-    returning * into v_op;
-    if not found then
-        raise exception using errcode = '23503',
-            message = format('chatdesk: operator %s does not exist%s',
-                             coalesce(p_operator_id::text, 'null'), coalesce(' (chat ' || p_chat_id || ')', ''));
-    end if;
-    if not v_op.is_active then
-        raise exception using errcode = 'CD003',
-            message = format('chatdesk: operator %s is not active%s', p_operator_id,
-                             coalesce(' (chat ' || p_chat_id || ')', ''));
-    end if;
-    select count(*) into v_load
-      from chatdesk.chats
-     where assigned_operator_id = p_operator_id and chat_state = 'assigned';
-    if v_load >= v_op.max_concurrent_chats then
-        raise exception using errcode = 'CD004',
-            message = format('chatdesk: operator %s already has %s of %s chats%s',
-                             p_operator_id, v_load, v_op.max_concurrent_chats,
-                             coalesce(' (chat ' || p_chat_id || ')', ''));
     end if;
 end;
 $$;
@@ -637,6 +604,49 @@ begin
 end;
 $$;
 
+CREATE TABLE chatdesk.operators (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    name text NOT NULL,
+    is_active boolean DEFAULT true NOT NULL,
+    max_concurrent_chats integer DEFAULT 1 NOT NULL,
+    total_messages bigint DEFAULT 0 NOT NULL,
+    assigned_chats integer DEFAULT 0 NOT NULL,
+    last_seen_at timestamp with time zone,
+    last_active_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT operators_assigned_chats_check CHECK ((assigned_chats >= 0)),
+    CONSTRAINT operators_max_concurrent_chats_check CHECK (((max_concurrent_chats >= 1) AND (max_concurrent_chats <= 1000))),
+    CONSTRAINT operators_name_check CHECK (((length(btrim(name)) >= 1) AND (length(btrim(name)) <= 200)))
+);
+
+CREATE FUNCTION chatdesk.refuse_claim(p_op chatdesk.operators, p_operator_id uuid, p_chat_id uuid, p_load_after integer) RETURNS void
+    LANGUAGE plpgsql STABLE
+    AS $$
+begin
+    -- The one statement of who may take another chat: refuses an unknown
+    -- operator (23503), an inactive one (CD003), or one whose load after the
+    -- claim would exceed max_concurrent_chats (CD004). Called by
+    -- claim_next_chat before it takes a chat, and by the state guard under
+    -- the operator's row lock for every claim, which is the check that counts.
+    if p_op.id is null then
+        raise exception using errcode = '23503',
+            message = format('chatdesk: operator %s does not exist%s',
+                             coalesce(p_operator_id::text, 'null'), coalesce(' (chat ' || p_chat_id || ')', ''));
+    end if;
+    if not p_op.is_active then
+        raise exception using errcode = 'CD003',
+            message = format('chatdesk: operator %s is not active%s', p_operator_id,
+                             coalesce(' (chat ' || p_chat_id || ')', ''));
+    end if;
+    if p_load_after > p_op.max_concurrent_chats then
+        raise exception using errcode = 'CD004',
+            message = format('chatdesk: operator %s already has %s of %s chats%s',
+                             p_operator_id, p_load_after - 1, p_op.max_concurrent_chats,
+                             coalesce(' (chat ' || p_chat_id || ')', ''));
+    end if;
+end;
+$$;
+
 CREATE FUNCTION chatdesk.release_chat(p_chat_id uuid, p_operator_id uuid) RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'chatdesk', 'pg_temp'
@@ -678,8 +688,10 @@ CREATE FUNCTION chatdesk.release_idle_chats(p_idle_after interval DEFAULT '00:05
     SET lock_timeout TO '5s'
     AS $$
 declare
-    v_cutoff timestamptz;
-    v_count  int;
+    v_cutoff    timestamptz;
+    v_count     int;
+    v_chats     uuid[];
+    v_operators uuid[];
 begin
     -- Returns to the queue (old place, reason idle) every assigned chat whose
     -- operator has not been active (heartbeat, message, claim) since
@@ -693,19 +705,21 @@ begin
     end if;
     v_cutoff := chatdesk.clock() - p_idle_after;
 
-    with idle as (
-        select c.id
-          from chatdesk.chats c
-          join chatdesk.operators o on o.id = c.assigned_operator_id
-         where c.chat_state = 'assigned'
-           and coalesce(o.last_active_at, '-infinity') < v_cutoff
-         order by c.id
-           for no key update of c skip locked
-    )
-    update chatdesk.chats c
+    -- Take the idle chats (SKIP LOCKED: a chat being written to right now is
+    -- not idle), then their operators in id order, as every statement that
+    -- holds several operator rows does, so concurrent sweeps cannot deadlock.
+    select coalesce(array_agg(x.id), '{}'), coalesce(array_agg(distinct x.assigned_operator_id), '{}')
+      into v_chats, v_operators
+      from (select c.id, c.assigned_operator_id
+              from chatdesk.chats c
+              join chatdesk.operators o on o.id = c.assigned_operator_id
+             where c.chat_state = 'assigned'
+               and coalesce(o.last_active_at, '-infinity') < v_cutoff
+               for no key update of c skip locked) x;
+    perform 1 from chatdesk.operators where id = any (v_operators) order by id for no key update;
+    update chatdesk.chats
        set chat_state = 'waiting_assignment', state_reason = 'idle'
-      from idle
-     where c.id = idle.id;
+     where id = any (v_chats);
     get diagnostics v_count = row_count;
     return v_count;
 end;
@@ -943,6 +957,12 @@ begin
      cross join lateral (select count(*) as n from chatdesk.messages m
                           where m.handled_by_operator_id = o.id) n
      where o.total_messages <> n.n
+    union all
+    select 'operator', o.id, 'assigned_chats', o.assigned_chats::text, a.n::text
+      from chatdesk.operators o
+     cross join lateral (select count(*) as n from chatdesk.chats c
+                          where c.assigned_operator_id = o.id and c.chat_state = 'assigned') a
+     where o.assigned_chats <> a.n
      order by 1, 2, 3;
 
     if p_repair then
@@ -955,17 +975,20 @@ begin
          where a.chat_id = c.id
            and (c.message_count, c.last_message_at, c.last_user_message_id, c.waiting_since)
                is distinct from (a.message_count, a.last_message_at, a.last_user_message_id, a.waiting_since);
+        lock table chatdesk.chats in share row exclusive mode;  -- no claim or release meanwhile
         update chatdesk.operators o
-           set total_messages = n.n
-          from (select o2.id, (select count(*) from chatdesk.messages m
-                                where m.handled_by_operator_id = o2.id) as n
+           set total_messages = n.n, assigned_chats = n.a
+          from (select o2.id,
+                       (select count(*) from chatdesk.messages m where m.handled_by_operator_id = o2.id) as n,
+                       (select count(*) from chatdesk.chats c
+                         where c.assigned_operator_id = o2.id and c.chat_state = 'assigned')::int as a
                   from chatdesk.operators o2) n
-         where n.id = o.id and o.total_messages <> n.n;
+         where n.id = o.id and (o.total_messages, o.assigned_chats) is distinct from (n.n, n.a);
     end if;
 end;
 $$;
 
-COMMENT ON FUNCTION chatdesk.verify_counters(p_repair boolean) IS 'Recounts message_count, last_message_at, total_messages (and write-time bookkeeping); returns drifted rows; p_repair fixes them.';
+COMMENT ON FUNCTION chatdesk.verify_counters(p_repair boolean) IS 'Recounts message_count, last_message_at, total_messages, assigned_chats (and write-time bookkeeping); returns drifted rows; p_repair fixes them.';
 
 CREATE TABLE chatdesk.chats (
     id uuid DEFAULT gen_random_uuid() NOT NULL,
@@ -1057,27 +1080,12 @@ CREATE TABLE chatdesk.operator_daily_stats (
     computed_at timestamp with time zone DEFAULT now() NOT NULL
 );
 
-CREATE TABLE chatdesk.operators (
-    id uuid DEFAULT gen_random_uuid() NOT NULL,
-    name text NOT NULL,
-    is_active boolean DEFAULT true NOT NULL,
-    max_concurrent_chats integer DEFAULT 1 NOT NULL,
-    total_messages bigint DEFAULT 0 NOT NULL,
-    last_seen_at timestamp with time zone,
-    last_active_at timestamp with time zone,
-    created_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT operators_max_concurrent_chats_check CHECK (((max_concurrent_chats >= 1) AND (max_concurrent_chats <= 1000))),
-    CONSTRAINT operators_name_check CHECK (((length(btrim(name)) >= 1) AND (length(btrim(name)) <= 200)))
-);
-
 CREATE VIEW chatdesk.operator_load WITH (security_invoker='true') AS
  SELECT o.id AS operator_id,
     o.name,
     o.is_active,
     o.max_concurrent_chats,
-    (( SELECT count(*) AS count
-           FROM chatdesk.chats c
-          WHERE ((c.assigned_operator_id = o.id) AND (c.chat_state = 'assigned'::text))))::integer AS assigned_chats,
+    o.assigned_chats,
     o.last_seen_at,
     o.last_active_at
    FROM chatdesk.operators o;

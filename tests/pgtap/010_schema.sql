@@ -9,8 +9,8 @@ select has_table('chatdesk', t, 'table chatdesk.' || t || ' exists')
   from unnest(array['operators', 'real_users', 'chats', 'messages', 'operator_daily_stats',
                     'chat_events', 'settings']) as t;
 select columns_are('chatdesk', 'operators',
-    array['id', 'name', 'is_active', 'max_concurrent_chats', 'total_messages', 'last_seen_at',
-          'last_active_at', 'created_at'], 'operators has the contract''s columns');
+    array['id', 'name', 'is_active', 'max_concurrent_chats', 'total_messages', 'assigned_chats', 'last_seen_at',
+          'last_active_at', 'created_at'], 'operators has the contract''s columns (and assigned_chats)');
 select has_column('chatdesk', 'chats', c, 'chats.' || c || ' exists')
   from unnest(array['id', 'real_user_id', 'chat_state', 'assigned_operator_id', 'message_count',
                     'last_message_at', 'queued_at']) as c;
