@@ -73,7 +73,9 @@ begin
                last_active_at = greatest(last_active_at, chatdesk.clock())
          where id = new.assigned_operator_id
         returning * into v_op;
-        perform chatdesk.refuse_claim(v_op, new.assigned_operator_id, old.id, v_op.assigned_chats);
+        if v_op.id is null or not v_op.is_active or v_op.assigned_chats > v_op.max_concurrent_chats then
+            perform chatdesk.refuse_claim(v_op, new.assigned_operator_id, old.id, v_op.assigned_chats);
+        end if;
         new.assigned_at := chatdesk.clock();
     else
         if old.chat_state = 'assigned' then

@@ -8,11 +8,11 @@ language plpgsql
 stable
 as $$
 begin
-    -- The one statement of who may take another chat: refuses an unknown
-    -- operator (23503), an inactive one (CD003), or one whose load after the
-    -- claim would exceed max_concurrent_chats (CD004). Called by
-    -- claim_next_chat before it takes a chat, and by the state guard under
-    -- the operator's row lock for every claim, which is the check that counts.
+    -- Says why an operator may not take another chat: unknown (23503),
+    -- inactive (CD003), or a load after the claim over max_concurrent_chats
+    -- (CD004). Callers test the condition inline and call this to raise:
+    -- claim_next_chat before it takes a chat, and the state guard under the
+    -- operator's row lock for every claim (the check that counts).
     if p_op.id is null then
         raise exception using errcode = '23503',
             message = format('chatdesk: operator %s does not exist%s',
@@ -54,7 +54,9 @@ begin
     end if;
     -- Checked first without a lock, so a refused claim takes no chat.
     select * into v_op from chatdesk.operators where id = p_operator_id;
-    perform chatdesk.refuse_claim(v_op, p_operator_id, null, v_op.assigned_chats + 1);
+    if v_op.id is null or not v_op.is_active or v_op.assigned_chats >= v_op.max_concurrent_chats then
+        perform chatdesk.refuse_claim(v_op, p_operator_id, null, v_op.assigned_chats + 1);
+    end if;
 
     select id into v_chat_id
       from chatdesk.chats

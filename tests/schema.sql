@@ -68,7 +68,9 @@ begin
                last_active_at = greatest(last_active_at, chatdesk.clock())
          where id = new.assigned_operator_id
         returning * into v_op;
-        perform chatdesk.refuse_claim(v_op, new.assigned_operator_id, old.id, v_op.assigned_chats);
+        if v_op.id is null or not v_op.is_active or v_op.assigned_chats > v_op.max_concurrent_chats then
+            perform chatdesk.refuse_claim(v_op, new.assigned_operator_id, old.id, v_op.assigned_chats);
+        end if;
         new.assigned_at := chatdesk.clock();
     else
         if old.chat_state = 'assigned' then
@@ -130,7 +132,9 @@ begin
     end if;
     -- Checked first without a lock, so a refused claim takes no chat.
     select * into v_op from chatdesk.operators where id = p_operator_id;
-    perform chatdesk.refuse_claim(v_op, p_operator_id, null, v_op.assigned_chats + 1);
+    if v_op.id is null or not v_op.is_active or v_op.assigned_chats >= v_op.max_concurrent_chats then
+        perform chatdesk.refuse_claim(v_op, p_operator_id, null, v_op.assigned_chats + 1);
+    end if;
 
     select id into v_chat_id
       from chatdesk.chats
@@ -623,11 +627,11 @@ CREATE FUNCTION chatdesk.refuse_claim(p_op chatdesk.operators, p_operator_id uui
     LANGUAGE plpgsql STABLE
     AS $$
 begin
-    -- The one statement of who may take another chat: refuses an unknown
-    -- operator (23503), an inactive one (CD003), or one whose load after the
-    -- claim would exceed max_concurrent_chats (CD004). Called by
-    -- claim_next_chat before it takes a chat, and by the state guard under
-    -- the operator's row lock for every claim, which is the check that counts.
+    -- Says why an operator may not take another chat: unknown (23503),
+    -- inactive (CD003), or a load after the claim over max_concurrent_chats
+    -- (CD004). Callers test the condition inline and call this to raise:
+    -- claim_next_chat before it takes a chat, and the state guard under the
+    -- operator's row lock for every claim (the check that counts).
     if p_op.id is null then
         raise exception using errcode = '23503',
             message = format('chatdesk: operator %s does not exist%s',
