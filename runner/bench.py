@@ -248,15 +248,26 @@ def load_history(conn: psycopg.Connection, scale: Scale, first_day: date, days: 
 
 
 def peak_rss_of_backfill(conninfo: str, first: date, last: date) -> float:
-    """Peak RSS (MB) of `chatdesk rollup --from --to` as its own process."""
+    """Peak RSS (MB) of `chatdesk rollup --from --to` as its own process.
+
+    Read from the child's own /proc/PID/status VmHWM while it runs: the
+    rusage of a child also counts the parent's pages it had between fork and
+    exec, which would report this (large) benchmark process instead."""
     proc = subprocess.Popen([sys.executable, "-m", "chatdesk", "--database-url", conninfo, "rollup",
                              "--from", first.isoformat(), "--to", last.isoformat(), "--json"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
+    status, peak_kb = Path(f"/proc/{proc.pid}/status"), 0
+    while proc.poll() is None:
+        try:
+            for line in status.read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak_kb = max(peak_kb, int(line.split()[1]))
+        except (FileNotFoundError, ProcessLookupError):
+            break
+        time.sleep(0.01)
+    if proc.wait() != 0:
         raise click.ClickException(f"the backfill failed: {proc.stderr.read().decode().strip()}")
-    return usage.ru_maxrss / 1024.0
+    return peak_kb / 1024.0
 
 
 # -- the whole run -------------------------------------------------------------------

@@ -63,7 +63,7 @@ def migrate(conninfo: str | None, echo=click.echo) -> MigrateResult:
         if conn.execute("select to_regclass(%s)", (YOYO_LOCK_TABLE,)).fetchone()[0]:
             stale = conn.execute(f"delete from {YOYO_LOCK_TABLE}").rowcount
             if stale:
-                echo(f"Cleared a stale yoyo lock left by an interrupted run.")
+                echo("Cleared a stale yoyo lock left by an interrupted run.")
 
         backend = _backend(conninfo)
         try:

@@ -25,3 +25,24 @@ def assert_one_error_line(result) -> None:
     assert "Traceback" not in result.stderr, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1, result.stderr
+
+
+def chatdesk_backends(conninfo: str, where: str = "true", timeout: float = 10.0, present: bool = True) -> list[int]:
+    """Wait until chatdesk's own backends matching `where` (a pg_stat_activity
+    condition) exist (present=True) or are gone (present=False); their pids.
+    Fails the test after `timeout` seconds."""
+    import time
+
+    import psycopg
+    import pytest
+
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(conninfo, autocommit=True) as watcher:
+        while True:
+            pids = [r[0] for r in watcher.execute(
+                f"select pid from pg_stat_activity where application_name = 'chatdesk' and ({where})")]
+            if bool(pids) == present:
+                return pids
+            if time.monotonic() > deadline:
+                pytest.fail(f"no chatdesk backend {'reached' if present else 'left'} the state: {where}")
+            time.sleep(0.05)

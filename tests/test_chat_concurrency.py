@@ -6,7 +6,6 @@ import random
 import threading
 
 import psycopg
-import pytest
 
 from helpers import run_cli
 

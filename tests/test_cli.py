@@ -139,3 +139,25 @@ def test_compose_file_is_valid_and_wires_migrate_before_schedule():
     assert services["schedule"]["command"] == ["schedule"]
     assert services["schedule"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert services["migrate"]["depends_on"]["db"]["condition"] == "service_healthy"
+
+
+def test_verify_reports_drift_and_repairs_it(db_url):
+    import json as jsonlib
+
+    import psycopg
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        user = conn.execute("select chatdesk.create_real_user('u')").fetchone()[0]
+        chat = conn.execute("select chatdesk.start_chat(%s)", (user,)).fetchone()[0]
+        conn.execute("select chatdesk.send_user_message(%s, 'hi')", (chat,))
+    clean = run_cli("--database-url", db_url, "verify")
+    assert clean.returncode == 0 and clean.stdout.strip() == "All counters equal their recounts."
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("update chatdesk.chats set message_count = 7 where id = %s", (chat,))
+    drift = run_cli("--database-url", db_url, "verify", "--json")
+    assert drift.returncode == 1
+    assert jsonlib.loads(drift.stdout)["drift"] == [
+        {"object": "chat", "id": str(chat), "counter": "message_count", "stored": "7", "actual": "1"}]
+    repaired = run_cli("--database-url", db_url, "verify", "--repair")
+    assert repaired.returncode == 0 and "Repaired 1 counters." in repaired.stdout
+    assert run_cli("--database-url", db_url, "verify").returncode == 0

@@ -5,13 +5,11 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 
 import psycopg
-import pytest
 
 from conftest import ROOT, admin_execute
-from helpers import run_cli
+from helpers import chatdesk_backends, run_cli
 from psycopg.conninfo import make_conninfo
 from test_chat_concurrency import connect
 from test_stats import generate_traffic
@@ -35,23 +33,12 @@ def test_a_rollup_killed_mid_backfill_keeps_whole_days_only(db_url):
     proc = subprocess.Popen([sys.executable, "-m", "chatdesk", "--database-url", db_url, "rollup",
                              "--from", "2026-03-27", "--to", "2026-03-31"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    with connect(db_url) as watcher:
-        for _ in range(200):
-            if watcher.execute("select count(*) from pg_stat_activity where application_name = 'chatdesk' "
-                               "and wait_event_type = 'Lock'").fetchone()[0]:
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail("the backfill never reached the blocked day")
+    chatdesk_backends(db_url, "wait_event_type = 'Lock'")  # the backfill reached the blocked day
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
     blocker.rollback()
     blocker.close()
-    with connect(db_url) as watcher:  # the orphaned backend finds its client gone and rolls back
-        for _ in range(200):
-            if not watcher.execute("select count(*) from pg_stat_activity where application_name = 'chatdesk'").fetchone()[0]:
-                break
-            time.sleep(0.05)
+    chatdesk_backends(db_url, present=False)  # the orphaned backend finds its client gone and rolls back
 
     kept = stats_rows(db_url)
     days = sorted({r[1].isoformat() for r in kept})

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from chatdesk import cli, migrate, resources
 from conftest import ROOT
-from helpers import assert_one_error_line, run_cli
+from helpers import chatdesk_backends, run_cli
 from test_schema import normalised_schema
 
 
@@ -48,15 +48,8 @@ def test_a_killed_migrate_leaves_nothing_to_clean_by_hand(empty_db_url, db_url):
     blocker.execute("create schema chatdesk")
     proc = subprocess.Popen([sys.executable, "-m", "chatdesk", "--database-url", empty_db_url, "migrate"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    chatdesk_backends(empty_db_url, "wait_event_type = 'Lock'")  # blocked inside the first migration
     with psycopg.connect(empty_db_url, autocommit=True) as watcher:
-        for _ in range(200):
-            waiting = watcher.execute(
-                "select count(*) from pg_stat_activity where application_name = 'chatdesk' and wait_event_type = 'Lock'"
-            ).fetchone()[0]
-            if waiting:
-                break
-            time.sleep(0.05)
-        assert waiting, "migrate never reached the blocked migration"
         assert watcher.execute("select count(*) from yoyo_lock").fetchone()[0] == 1
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)

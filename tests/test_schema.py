@@ -12,7 +12,7 @@ import re
 import shutil
 import subprocess
 
-from conftest import ROOT, url_for
+from conftest import ROOT
 from chatdesk import migrate
 
 SNAPSHOT = ROOT / "tests" / "schema.sql"

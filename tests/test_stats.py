@@ -21,7 +21,7 @@ import pytest
 from chatdesk import db
 from chatdesk.schedule import Scheduler
 from conftest import ROOT
-from helpers import assert_one_error_line, run_cli
+from helpers import assert_one_error_line, chatdesk_backends, run_cli
 from test_chat_concurrency import connect
 
 ZONE = "Europe/Berlin"
@@ -198,14 +198,8 @@ def test_overlapping_rollups_wait_or_skip(db_url):
     assert skipped.returncode == 0 and "Another rollup holds the lock" in skipped.stdout
     waiting = subprocess.Popen([sys.executable, "-m", "chatdesk", "--database-url", db_url, "rollup", "--json"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    chatdesk_backends(db_url, "wait_event = 'advisory'")  # the second rollup waits for the lock
     with connect(db_url) as watcher:
-        for _ in range(100):
-            if watcher.execute("select count(*) from pg_stat_activity where application_name = 'chatdesk' "
-                               "and wait_event = 'advisory'").fetchone()[0]:
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail("the second rollup did not wait for the lock")
         assert watcher.execute("select count(*) from operator_daily_stats").fetchone()[0] == 0
     holder.close()  # releases the lock
     out, err = waiting.communicate(timeout=60)
@@ -297,14 +291,8 @@ def test_schedule_survives_a_killed_backend_and_stops_on_sigterm(db_url):
             # database, then terminate exactly that backend, as a restart would.
             admin.execute("begin")
             admin.execute("lock table chatdesk.chats in access exclusive mode")
+            pids = chatdesk_backends(db_url, "wait_event_type = 'Lock'")  # the scheduler blocked on the table
             with connect(db_url) as watcher:
-                for _ in range(200):
-                    pids = [r[0] for r in watcher.execute(
-                        "select pid from pg_stat_activity where application_name = 'chatdesk' and wait_event_type = 'Lock'")]
-                    if pids:
-                        break
-                    time.sleep(0.05)
-                assert pids, "the scheduler never blocked on the held table"
                 watcher.execute("select pg_terminate_backend(%s)", (pids[0],))
             admin.execute("rollback")
         deadline = time.monotonic() + 15

@@ -10,7 +10,6 @@ from __future__ import annotations
 import collections
 import os
 import random
-import threading
 import time
 
 import psycopg
