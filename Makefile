@@ -49,7 +49,7 @@ $(VENV)/.installed-embedded: pyproject.toml | $(VENV)/bin/python
 	touch $@
 
 
-# Regenerate tests/schema.sql after a deliberate schema change (review the diff).
+# Regenerate tests/schema.pgdump after a deliberate schema change (review the diff).
 schema-snapshot: system-deps $(VENV)/.installed-test
 	CHATDESK_UPDATE_SNAPSHOT=1 $(BIN)/pytest -q tests/test_schema.py
 

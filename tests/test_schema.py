@@ -1,6 +1,6 @@
 """Drift: migrations plus sql/ must produce exactly the committed snapshot.
 
-Every schema change then shows up in review as a diff of tests/schema.sql.
+Every schema change then shows up in review as a diff of tests/schema.pgdump.
 After a deliberate change: `make schema-snapshot`, and commit the diff.
 """
 
@@ -15,7 +15,7 @@ import subprocess
 from conftest import ROOT
 from chatdesk import migrate
 
-SNAPSHOT = ROOT / "tests" / "schema.sql"
+SNAPSHOT = ROOT / "tests" / "schema.pgdump"
 
 
 def pg_dump_binary() -> str:
@@ -43,7 +43,7 @@ def test_schema_matches_snapshot(db_url):
     if os.environ.get("CHATDESK_UPDATE_SNAPSHOT"):
         SNAPSHOT.write_text(actual)
     expected = SNAPSHOT.read_text()
-    assert actual == expected, "schema drifted from tests/schema.sql: run `make schema-snapshot` and review the diff"
+    assert actual == expected, "schema drifted from tests/schema.pgdump: run `make schema-snapshot` and review the diff"
 
 
 def test_migrating_again_changes_nothing(db_url):
