@@ -58,8 +58,11 @@ begin
     end if;
 
     if new.sender_type = 'operator' then
-        if new.handled_by_operator_id is null
-           or not exists (select 1 from chatdesk.operators where id = new.handled_by_operator_id) then
+        -- The assignee exists (a foreign key says so); anyone else is looked
+        -- up only to tell an unknown operator (23503) from a wrong one.
+        if new.handled_by_operator_id is distinct from v_chat.assigned_operator_id
+           and (new.handled_by_operator_id is null
+                or not exists (select 1 from chatdesk.operators where id = new.handled_by_operator_id)) then
             raise exception using errcode = '23503',
                 message = format('chatdesk: operator %s does not exist (chat %s)',
                                  coalesce(new.handled_by_operator_id::text, 'null'), new.chat_id);
