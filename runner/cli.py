@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from datetime import timedelta
 
 import click
 import psycopg
-
-from datetime import timedelta
 
 from chatdesk import __version__, db
 from chatdesk.durations import Duration, human
@@ -183,8 +183,7 @@ def schedule(database_url, idle_every, idle_after, rollup_every) -> None:
 
 
 def _database_configured(database_url: str | None) -> bool:
-    import os
-
+    """--database-url, DATABASE_URL or any libpq PG* variable."""
     return bool(database_url) or any(k.startswith("PG") for k in os.environ)
 
 
