@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 
 import pytest
 from click.testing import CliRunner
-from psycopg.conninfo import conninfo_to_dict
 
 from chatdesk import cli, pgtap
 from conftest import PGTAP_DIR, ROOT
-from helpers import assert_one_error_line, run_cli
+from helpers import assert_one_error_line, libpq_env, run_cli
 
 PASSING = """begin;
 create extension if not exists pgtap;
@@ -88,9 +86,7 @@ def test_pg_prove_runs_the_same_files(db_url, tmp_path):
     pg_prove = shutil.which("pg_prove")
     assert pg_prove, "pg_prove is missing: `make system-deps` installs the pgtap package"
     # pg_prove hands its options to psql; the libpq variables reach it whole.
-    params = conninfo_to_dict(db_url)
-    env = {**os.environ, "PGHOST": params["host"], "PGPORT": str(params["port"]),
-           "PGUSER": params["user"], "PGDATABASE": params["dbname"]}
+    env = libpq_env(db_url)
     files = sorted(str(p) for p in PGTAP_DIR.glob("*.sql"))
     ok = subprocess.run([pg_prove, *files], capture_output=True, text=True, timeout=300, env=env)
     assert ok.returncode == 0, ok.stdout + ok.stderr
