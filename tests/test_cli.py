@@ -157,3 +157,18 @@ def test_verify_reports_drift_and_repairs_it(db_url):
     repaired = run_cli("--database-url", db_url, "verify", "--repair")
     assert repaired.returncode == 0 and "Repaired 1 counters." in repaired.stdout
     assert run_cli("--database-url", db_url, "verify").returncode == 0
+
+
+def test_the_wheel_carries_its_sql(tmp_path):
+    """pip install (and the Docker image) get sql/, migrations/ and the pgTAP suite inside the package."""
+    import sys
+    import zipfile
+
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+                           capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    names = zipfile.ZipFile(next(tmp_path.glob("chatdesk-*.whl"))).namelist()
+    for expected in ("chatdesk/cli.py", "chatdesk/sql/load.sql", "chatdesk/sql/110_messages.sql",
+                     "chatdesk/migrations/0001.schema.sql", "chatdesk/pgtap/020_state_machine.sql"):
+        assert expected in names, expected
+    assert len([n for n in names if n.startswith("chatdesk/sql/")]) == len(list((ROOT / "sql").glob("*.sql")))
