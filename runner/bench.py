@@ -34,9 +34,8 @@ from pathlib import Path
 
 import click
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 
-from chatdesk import migrate
+from chatdesk import db, migrate
 
 
 @dataclass
@@ -86,11 +85,7 @@ def run_pgbench(conninfo: str, script: str, clients: int, seconds: float, workdi
     """tps, average and p99 latency (ms) of one pgbench run of `script`."""
     run_dir = Path(tempfile.mkdtemp(dir=workdir))
     (run_dir / "script.sql").write_text(script)
-    params = conninfo_to_dict(conninfo)
-    env = {**os.environ, "PGOPTIONS": options}
-    for key, var in (("host", "PGHOST"), ("port", "PGPORT"), ("user", "PGUSER"), ("password", "PGPASSWORD"), ("dbname", "PGDATABASE")):
-        if params.get(key):
-            env[var] = str(params[key])
+    env = {**db.libpq_env(conninfo), "PGOPTIONS": options}
     result = subprocess.run(
         [pgbench_binary(), "-n", "-M", "prepared", "-c", str(clients), "-j", str(min(clients, os.cpu_count() or 1)),
          "-T", str(max(1, round(seconds))), "-f", str(run_dir / "script.sql"), "-l", "--log-prefix", str(run_dir / "log")],
@@ -346,13 +341,13 @@ def run(conninfo: str, scale: Scale, say=click.echo, synchronous_commit: str = "
             report.checks["backfill peak RSS under 100 MB"] = rss < 100
 
             say(f"rollup: ten times the history ({history_days} days) ...")
-            stats_sql = "select * from chatdesk.operator_daily_stats where stat_date = %s order by operator_id"
-            before = [r[:-1] for r in conn.execute(stats_sql.replace("*", "operator_id, messages_sent, chats_handled, "
-                      "reply_time_avg_seconds, reply_time_p50_seconds, reply_time_p90_seconds, computed_at"), (day,))]
+            day_stats = """select operator_id, messages_sent, chats_handled, replies, reply_time_avg_seconds,
+                                  reply_time_p50_seconds, reply_time_p90_seconds
+                             from chatdesk.operator_daily_stats where stat_date = %s order by operator_id"""
+            before = conn.execute(day_stats, (day,)).fetchall()
             load_history(conn, scale, date(2026, 1, 1), history_days - scale.days, operators)
             ours_10x = timed(conn, "select chatdesk.rollup_operator_stats(%s)", (day,))
-            after = [r[:-1] for r in conn.execute(stats_sql.replace("*", "operator_id, messages_sent, chats_handled, "
-                     "reply_time_avg_seconds, reply_time_p50_seconds, reply_time_p90_seconds, computed_at"), (day,))]
+            after = conn.execute(day_stats, (day,)).fetchall()
             report.rows.append(Row("rollup one day", f"with {scale.history_factor}x the history", 1,
                                    avg_ms=ours_10x * 1000, ratio=ours_10x / ours_s, note="growth, target <= 1.3"))
             report.checks["the day's stats unchanged by older history"] = before == after and len(before) > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 import click
@@ -30,6 +31,15 @@ def connect(conninfo: str | None, *, autocommit: bool = True, **kwargs) -> psyco
         )
     except psycopg.Error as error:
         raise click.ClickException(f"cannot connect to the database: {first_line(error)}") from None
+
+
+def libpq_env(conninfo: str | None) -> dict:
+    """The environment for a libpq client program (psql, pg_prove, pgbench) to reach `conninfo`."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    names = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "password": "PGPASSWORD", "dbname": "PGDATABASE"}
+    params = conninfo_to_dict(conninfo or "")
+    return {**os.environ, **{var: str(params[key]) for key, var in names.items() if params.get(key)}}
 
 
 @contextlib.contextmanager

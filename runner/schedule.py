@@ -19,7 +19,7 @@ from datetime import date, datetime, timedelta, timezone
 import click
 import psycopg
 
-from chatdesk import db, rollup
+from chatdesk import db, rollup, status
 from chatdesk.durations import human
 
 MAX_BACKOFF = 60.0
@@ -55,7 +55,7 @@ class Scheduler:
 
     def release_idle(self) -> str:
         with db.connect(self.conninfo) as conn:
-            n = conn.execute("select chatdesk.release_idle_chats(%s)", (self.idle_after,)).fetchone()[0]
+            n = status.release_idle(conn, self.idle_after)
         return f"released {n} chat{'s' if n != 1 else ''} idle over {human(self.idle_after)}"
 
     def _rollup_days(self, conn: psycopg.Connection) -> list[date]:

@@ -38,9 +38,7 @@ declare
 begin
     -- The user's message; moves a waiting or closed chat into the queue.
     -- The same (chat, client_message_id) again returns the first message's id.
-    if chatdesk.current_operator_id() is not null then  -- an operator-scoped session
-        perform chatdesk.require_scope(null, 'write as a user');
-    end if;
+    -- (An operator-scoped session is refused by the message trigger, 42501.)
     insert into chatdesk.messages (chat_id, sender_type, body, client_message_id)
     values (p_chat_id, 'real_user', p_body, p_client_message_id)
     returning id into v_id;
@@ -72,9 +70,6 @@ begin
     -- chat stays assigned and user_replied_meanwhile is true; otherwise the
     -- chat goes back to waiting_real_user_reply. A retry with the same client
     -- id returns the first message, even after the chat has moved on.
-    if chatdesk.current_operator_id() is not null then  -- an operator-scoped session
-        perform chatdesk.require_scope(p_operator_id, 'write');
-    end if;
     insert into chatdesk.messages (chat_id, sender_type, handled_by_operator_id, body,
                                    client_message_id, seen_message_id)
     values (p_chat_id, 'operator', p_operator_id, p_body, p_client_message_id, p_seen_message_id)

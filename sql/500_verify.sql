@@ -50,15 +50,10 @@ begin
      order by 1, 2, 3;
 
     if p_repair then
-        update chatdesk.chats c
-           set message_count = a.message_count,
-               last_message_at = a.last_message_at,
-               last_user_message_id = a.last_user_message_id,
-               waiting_since = a.waiting_since
-          from chatdesk.chat_counters_actual a
-         where a.chat_id = c.id
-           and (c.message_count, c.last_message_at, c.last_user_message_id, c.waiting_since)
-               is distinct from (a.message_count, a.last_message_at, a.last_user_message_id, a.waiting_since);
+        perform chatdesk.recount_chats(array(
+            select c.id from chatdesk.chats c join chatdesk.chat_counters_actual a on a.chat_id = c.id
+             where (c.message_count, c.last_message_at, c.last_user_message_id, c.waiting_since)
+                   is distinct from (a.message_count, a.last_message_at, a.last_user_message_id, a.waiting_since)));
         lock table chatdesk.chats in share row exclusive mode;  -- no claim or release meanwhile
         update chatdesk.operators o
            set total_messages = n.n, assigned_chats = n.a

@@ -101,22 +101,23 @@ def template_db(pg_server):
 _clone_numbers = itertools.count()
 
 
+def _database_for_one_test(server: str, prefix: str, template: str | None = None):
+    name = f"{prefix}_{os.getpid()}_{next(_clone_numbers)}"
+    admin_execute(server, f"create database {name}" + (f" template {template}" if template else ""))
+    yield url_for(server, name)
+    admin_execute(server, f"drop database if exists {name} with (force)")
+
+
 @pytest.fixture
 def db_url(pg_server, template_db):
     """A fresh clone of the migrated template, dropped after the test."""
-    name = f"chatdesk_test_{os.getpid()}_{next(_clone_numbers)}"
-    admin_execute(pg_server, f"create database {name} template {template_db}")
-    yield url_for(pg_server, name)
-    admin_execute(pg_server, f"drop database if exists {name} with (force)")
+    yield from _database_for_one_test(pg_server, "chatdesk_test", template_db)
 
 
 @pytest.fixture
 def empty_db_url(pg_server):
     """An empty database (no chatdesk schema), dropped after the test."""
-    name = f"chatdesk_empty_{os.getpid()}_{next(_clone_numbers)}"
-    admin_execute(pg_server, f"create database {name}")
-    yield url_for(pg_server, name)
-    admin_execute(pg_server, f"drop database if exists {name} with (force)")
+    yield from _database_for_one_test(pg_server, "chatdesk_empty")
 
 
 @pytest.fixture

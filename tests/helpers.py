@@ -47,11 +47,3 @@ def chatdesk_backends(conninfo: str, where: str = "true", timeout: float = 10.0,
                 pytest.fail(f"no chatdesk backend {'reached' if present else 'left'} the state: {where}")
             time.sleep(0.05)
 
-
-def libpq_env(conninfo: str) -> dict:
-    """The environment for a libpq client (psql, pg_prove) to reach `conninfo`."""
-    from psycopg.conninfo import conninfo_to_dict
-
-    names = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "password": "PGPASSWORD", "dbname": "PGDATABASE"}
-    params = conninfo_to_dict(conninfo)
-    return {**os.environ, **{var: str(params[key]) for key, var in names.items() if params.get(key)}}

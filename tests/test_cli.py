@@ -10,7 +10,8 @@ from click.testing import CliRunner
 
 from chatdesk import cli, pgtap
 from conftest import PGTAP_DIR, ROOT
-from helpers import assert_one_error_line, libpq_env, run_cli
+from chatdesk.db import libpq_env
+from helpers import assert_one_error_line, run_cli
 
 PASSING = """begin;
 create extension if not exists pgtap;
