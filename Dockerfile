@@ -19,6 +19,6 @@ RUN pip install . && rm -rf /src \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin chatdesk
 
 WORKDIR /
-USER chatdesk
+USER 10001
 ENTRYPOINT ["chatdesk"]
 CMD ["--help"]

@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PG_MAJOR ?= 15
 
-.PHONY: test demo bench system-deps venv schema-snapshot lint clean
+.PHONY: test demo bench system-deps schema-snapshot clean
 
 test: system-deps $(VENV)/.installed-test
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -18,11 +18,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from chatdesk import migrate
 from port_for import get_port
 from psycopg.conninfo import make_conninfo
 from pytest_postgresql.executors import PostgreSQLExecutor
-
-from chatdesk import migrate
 
 ROOT = Path(__file__).resolve().parent.parent
 PGTAP_DIR = ROOT / "tests" / "pgtap"

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import glob
 import os
+import random
+import re
+import shutil
 import subprocess
 import sys
+import threading
+from datetime import datetime, timedelta, timezone
 
+import psycopg
+from chatdesk.errors import AT_CAPACITY
 from conftest import ROOT
 
 
@@ -47,3 +55,112 @@ def chatdesk_backends(conninfo: str, where: str = "true", timeout: float = 10.0,
                 pytest.fail(f"no chatdesk backend {'reached' if present else 'left'} the state: {where}")
             time.sleep(0.05)
 
+
+# -- connections and threads ---------------------------------------------------------
+
+# The invariant the reply race threatens: a chat waiting for its user while
+# the user's newest message came after the last operator message.
+UNANSWERED_BUT_WAITING_FOR_USER = """
+    select c.id
+      from chatdesk.chats c
+     where c.chat_state = 'waiting_real_user_reply'
+       and (select max(id) from chatdesk.messages m where m.chat_id = c.id and m.sender_type = 'real_user')
+         > coalesce((select max(id) from chatdesk.messages m where m.chat_id = c.id and m.sender_type = 'operator'), 0)
+"""
+
+
+def connect(url):
+    return psycopg.connect(url, autocommit=True, options="-c search_path=chatdesk")
+
+
+def run_threads(count, target):
+    errors = []
+
+    def wrapped(index):
+        try:
+            target(index)
+        except BaseException as error:  # surfaced below, with the thread's index
+            errors.append((index, error))
+
+    threads = [threading.Thread(target=wrapped, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not any(t.is_alive() for t in threads), "a worker hung"
+    assert not errors, errors
+
+
+class CapacityMonitor(threading.Thread):
+    """Samples every operator's load in one snapshot, over and over, while the workers run."""
+
+    def __init__(self, url):
+        super().__init__(daemon=True)
+        self.url, self.stop, self.samples, self.over = url, threading.Event(), 0, []
+
+    def run(self):
+        with connect(self.url) as conn:
+            while not self.stop.is_set():
+                self.over += conn.execute(
+                    """select l.operator_id, l.assigned_chats from operator_load l
+                        where l.assigned_chats > l.max_concurrent_chats""").fetchall()
+                self.samples += 1
+
+
+# -- traffic for the stats tests ------------------------------------------------------
+
+ZONE = "Europe/Berlin"
+START = datetime(2026, 3, 27, 20, 0, tzinfo=timezone.utc)  # across the EU spring-forward night (Mar 29)
+
+
+def generate_traffic(conn, seed=7, steps=900):
+    """Random users, claims and answers (fresh, stale and no seen ids), on a pinned, advancing clock."""
+    rng = random.Random(seed)
+    conn.execute("update settings set value = %s where key = 'stats_time_zone'", (ZONE,))
+    ops = [conn.execute("select create_operator(%s, 3)", (f"op{i}",)).fetchone()[0] for i in range(5)]
+    conn.execute("select set_operator_active(%s, false)", (ops[4],))  # inactive, never writes
+    user = conn.execute("select create_real_user('u')").fetchone()[0]
+    chats = [conn.execute("select start_chat(%s)", (user,)).fetchone()[0] for _ in range(25)]
+    now = START
+    for _ in range(steps):
+        now += timedelta(seconds=rng.randrange(1, 900))
+        conn.execute("select set_config('chatdesk.clock', %s, false)", (now.isoformat(),))
+        roll = rng.random()
+        if roll < 0.45:
+            conn.execute("select send_user_message(%s, 'q')", (rng.choice(chats),))
+        elif roll < 0.6:
+            try:
+                conn.execute("select claim_next_chat(%s)", (rng.choice(ops[:4]),))
+            except psycopg.Error as error:
+                assert error.sqlstate == AT_CAPACITY
+        else:
+            row = conn.execute("""select id, assigned_operator_id from chats where chat_state = 'assigned'
+                                  order by random() limit 1""").fetchone()
+            if row:
+                seen = conn.execute("select min(id) from messages where chat_id = %s", (row[0],)).fetchone()[0] \
+                    if rng.random() < 0.3 else None
+                conn.execute("select * from send_operator_message(%s, %s, 'a', null, %s)", (row[0], row[1], seen))
+    conn.execute("reset chatdesk.clock")
+    return ops, now
+
+
+# -- the schema as pg_dump prints it ---------------------------------------------------
+
+def pg_dump_binary() -> str:
+    # The throwaway server is the newest installed major; pg_dump must match it.
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_dump"), key=lambda p: int(p.split("/")[4]))
+    return candidates[-1] if candidates and not os.environ.get("CHATDESK_TEST_DATABASE_URL") else shutil.which("pg_dump")
+
+
+def normalised_schema(conninfo: str) -> str:
+    """pg_dump --schema-only of the chatdesk schema, without comments, SETs or blank-line noise."""
+    dump = subprocess.run(
+        [pg_dump_binary(), "--schema-only", "--schema=chatdesk", "--no-owner", "--no-privileges", "-d", conninfo],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    keep = []
+    for line in dump.splitlines():
+        if line.startswith(("--", "SET ", "SELECT pg_catalog.set_config", "\\restrict", "\\unrestrict")):
+            continue
+        keep.append(line.rstrip())
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(keep)).strip() + "\n"

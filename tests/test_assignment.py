@@ -8,9 +8,14 @@ import threading
 import time
 
 import psycopg
-
-from helpers import run_cli
-from test_chat_concurrency import UNANSWERED_BUT_WAITING_FOR_USER, connect, run_threads
+from chatdesk.errors import AT_CAPACITY
+from helpers import (
+    UNANSWERED_BUT_WAITING_FOR_USER,
+    CapacityMonitor,
+    connect,
+    run_cli,
+    run_threads,
+)
 
 N_OPERATORS = 10
 N_CHATS = 320
@@ -27,22 +32,6 @@ def setup_queue(url, n_chats=N_CHATS):
         return ops, user
 
 
-class CapacityMonitor(threading.Thread):
-    """Samples every operator's load in one snapshot, over and over, while the workers run."""
-
-    def __init__(self, url):
-        super().__init__(daemon=True)
-        self.url, self.stop, self.samples, self.over = url, threading.Event(), 0, []
-
-    def run(self):
-        with connect(self.url) as conn:
-            while not self.stop.is_set():
-                self.over += conn.execute(
-                    """select l.operator_id, l.assigned_chats from operator_load l
-                        where l.assigned_chats > l.max_concurrent_chats""").fetchall()
-                self.samples += 1
-
-
 def claim_and_answer(url, ops, claimed, writers_done=None):
     """Each worker: claim until the queue is empty, answering to free capacity."""
 
@@ -55,7 +44,7 @@ def claim_and_answer(url, ops, claimed, writers_done=None):
                 try:
                     chat = conn.execute("select claim_next_chat(%s)", (op,)).fetchone()[0]
                 except psycopg.Error as error:
-                    assert error.sqlstate == "CD004", error
+                    assert error.sqlstate == AT_CAPACITY, error
                     chat = None
                 if chat is not None:
                     claimed[index].append(chat)
@@ -154,7 +143,7 @@ def test_two_claims_by_one_operator_at_once_respect_capacity_one(db_url):
                     results.append(error.sqlstate)
 
         run_threads(2, claim)
-        assert results.count("CD004") == 1 and len(results) == 2, "exactly one of the two claims passes"
+        assert results.count(AT_CAPACITY) == 1 and len(results) == 2, "exactly one of the two claims passes"
         with connect(db_url) as conn:
             assert conn.execute("select assigned_chats from operator_load where operator_id = %s", (op,)).fetchone()[0] == 1
             conn.execute("update chats set chat_state = 'closed', state_reason = 'close' where chat_state <> 'closed'")

@@ -6,40 +6,8 @@ import random
 import threading
 
 import psycopg
-
-from helpers import run_cli
-
-# The invariant the reply race threatens: a chat waiting for its user while
-# the user's newest message came after the last operator message.
-UNANSWERED_BUT_WAITING_FOR_USER = """
-    select c.id
-      from chatdesk.chats c
-     where c.chat_state = 'waiting_real_user_reply'
-       and (select max(id) from chatdesk.messages m where m.chat_id = c.id and m.sender_type = 'real_user')
-         > coalesce((select max(id) from chatdesk.messages m where m.chat_id = c.id and m.sender_type = 'operator'), 0)
-"""
-
-
-def connect(url):
-    return psycopg.connect(url, autocommit=True, options="-c search_path=chatdesk")
-
-
-def run_threads(count, target):
-    errors = []
-
-    def wrapped(index):
-        try:
-            target(index)
-        except BaseException as error:  # surfaced below, with the thread's index
-            errors.append((index, error))
-
-    threads = [threading.Thread(target=wrapped, args=(i,)) for i in range(count)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
-    assert not any(t.is_alive() for t in threads), "a worker hung"
-    assert not errors, errors
+from chatdesk.errors import AT_CAPACITY, CHAT_CLOSED, NOT_ASSIGNEE
+from helpers import UNANSWERED_BUT_WAITING_FOR_USER, connect, run_cli, run_threads
 
 
 def test_many_writers_on_the_same_chats_keep_counters_exact(db_url):
@@ -48,7 +16,7 @@ def test_many_writers_on_the_same_chats_keep_counters_exact(db_url):
         user = conn.execute("select create_real_user('u')").fetchone()[0]
         chats = [conn.execute("select start_chat(%s)", (user,)).fetchone()[0] for _ in range(6)]
     sent = [0] * 8
-    expected_errors = {"CD001", "CD004", "CD005"}
+    expected_errors = {NOT_ASSIGNEE, AT_CAPACITY, CHAT_CLOSED}
 
     def worker(index):
         rng = random.Random(index)

@@ -11,6 +11,7 @@ import itertools
 
 import psycopg
 import pytest
+from chatdesk.errors import AT_CAPACITY, BAD_TRANSITION, CHAT_CLOSED, NOT_ASSIGNEE
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
@@ -86,7 +87,7 @@ def test_chat_state_machine_matches_the_model(model_conn):
         @rule(op=st.sampled_from(sorted(OPERATORS)))
         def claim(self, op):
             if self.load(op) >= OPERATORS[op]:
-                self.expect_error("CD004", "select claim_next_chat(%s)", (self.ops[op],))
+                self.expect_error(AT_CAPACITY, "select claim_next_chat(%s)", (self.ops[op],))
                 return
             got = conn.execute("select claim_next_chat(%s)", (self.ops[op],)).fetchone()[0]
             queued = [c for c, m in self.model.items() if m.state == "waiting_assignment"]
@@ -113,10 +114,10 @@ def test_chat_state_machine_matches_the_model(model_conn):
             params = (chat_id, self.ops[op], client, seen_id)
             sql = "select * from send_operator_message(%s, %s, 'answer', %s, %s)"
             if m.state == "closed":
-                self.expect_error("CD005", sql, params)
+                self.expect_error(CHAT_CLOSED, sql, params)
                 return
             if m.assignee != op:
-                self.expect_error("CD001", sql, params)
+                self.expect_error(NOT_ASSIGNEE, sql, params)
                 return
             message_id, state, meanwhile = conn.execute(sql, params).fetchone()
             expected_meanwhile = seen_id is not None and (m.last_user_id or 0) > seen_id
@@ -133,7 +134,7 @@ def test_chat_state_machine_matches_the_model(model_conn):
             chat_id = self.chat_ids[chat]
             m = self.model[chat_id]
             if m.assignee != op:
-                self.expect_error("CD001", "select release_chat(%s, %s)", (chat_id, self.ops[op]))
+                self.expect_error(NOT_ASSIGNEE, "select release_chat(%s, %s)", (chat_id, self.ops[op]))
                 return
             conn.execute("select release_chat(%s, %s)", (chat_id, self.ops[op]))
             m.state, m.assignee = "waiting_assignment", None  # queue_seq kept: its old place
@@ -143,7 +144,7 @@ def test_chat_state_machine_matches_the_model(model_conn):
             chat_id = self.chat_ids[chat]
             m = self.model[chat_id]
             if m.state == "closed":
-                self.expect_error("CD002", "select close_chat(%s)", (chat_id,))
+                self.expect_error(BAD_TRANSITION, "select close_chat(%s)", (chat_id,))
                 return
             conn.execute("select close_chat(%s)", (chat_id,))
             m.state, m.assignee = "closed", None

@@ -6,7 +6,6 @@ import json
 import os
 
 import psycopg
-
 from conftest import admin_execute, url_for
 from helpers import assert_one_error_line, run_cli
 

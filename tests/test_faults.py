@@ -7,12 +7,9 @@ import subprocess
 import sys
 
 import psycopg
-
 from conftest import ROOT, admin_execute
-from helpers import chatdesk_backends, run_cli
+from helpers import chatdesk_backends, connect, generate_traffic, run_cli
 from psycopg.conninfo import make_conninfo
-from test_chat_concurrency import connect
-from test_stats import generate_traffic
 
 
 def stats_rows(url):

@@ -9,12 +9,10 @@ import sys
 import time
 
 import psycopg
-from click.testing import CliRunner
-
 from chatdesk import cli, migrate, resources
+from click.testing import CliRunner
 from conftest import ROOT
-from helpers import chatdesk_backends, run_cli
-from test_schema import normalised_schema
+from helpers import chatdesk_backends, normalised_schema, run_cli
 
 
 def applied_ids(conninfo: str) -> list[str]:
@@ -92,3 +90,21 @@ def test_migrate_list_shows_applied_and_pending(empty_db_url):
     migrate.migrate(empty_db_url, echo=lambda *a, **k: None)
     result = run_cli("--database-url", empty_db_url, "migrate", "--list")
     assert all(line.startswith("applied  ") for line in result.stdout.splitlines())
+
+
+def test_released_migrations_never_change():
+    """Migrations are append-only once released: each file listed in
+    migrations/released.sha256 still has the checksum it was released with."""
+    import hashlib
+
+    listed = (ROOT / "migrations" / "released.sha256").read_text().split("\n")
+    entries = [line.split() for line in listed if line.strip()]
+    assert entries, "no released migrations listed"
+    changed = [name for digest, name, release in entries
+               if hashlib.sha256((ROOT / "migrations" / name).read_bytes()).hexdigest() != digest]
+    assert not changed, f"released migrations changed (add a new migration instead): {changed}"
+    released = {name for _, name, _ in entries}
+    on_disk = sorted(p.name for p in (ROOT / "migrations").glob("*.sql"))
+    # every released file is still there, and new ones sort after all of them
+    assert released <= set(on_disk)
+    assert on_disk[:len(released)] == sorted(released), "a new migration must sort after every released one"

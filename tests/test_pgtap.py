@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-
 from chatdesk import pgtap
 from conftest import PGTAP_DIR
 

@@ -6,7 +6,6 @@ import shutil
 import subprocess
 
 import psycopg
-
 from conftest import ROOT
 
 # Every PL/pgSQL function of the schema; trigger functions with each table they are attached to.

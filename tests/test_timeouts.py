@@ -6,7 +6,6 @@ import time
 
 import psycopg
 import pytest
-
 from test_chat_concurrency import connect
 
 API = ["create_operator", "set_operator_active", "create_real_user", "start_chat", "send_user_message",

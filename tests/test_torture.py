@@ -13,13 +13,23 @@ import random
 import time
 
 import psycopg
-
-from test_assignment import CapacityMonitor
-from test_chat_concurrency import UNANSWERED_BUT_WAITING_FOR_USER, connect, run_threads
+from chatdesk.errors import (
+    AT_CAPACITY,
+    BAD_TRANSITION,
+    CHAT_CLOSED,
+    NOT_ASSIGNEE,
+    OPERATOR_INACTIVE,
+)
+from helpers import (
+    UNANSWERED_BUT_WAITING_FOR_USER,
+    CapacityMonitor,
+    connect,
+    run_threads,
+)
 
 SECONDS = float(os.environ.get("CHATDESK_TORTURE_SECONDS", "30"))
 WORKERS = 10
-ACCEPTABLE = {"CD001", "CD002", "CD003", "CD004", "CD005"}
+ACCEPTABLE = {NOT_ASSIGNEE, BAD_TRANSITION, OPERATOR_INACTIVE, AT_CAPACITY, CHAT_CLOSED}
 
 INVARIANTS = {
     "counters equal recounts": "select count(*) from verify_counters()",

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import click
 import psycopg
 from yoyo import read_migrations
 from yoyo.backends.core.postgresql import PostgresqlPsycopgBackend
 from yoyo.connections import parse_uri
 
 from chatdesk import db, resources
+from chatdesk.errors import MigrationFailed
 
 YOYO_LOCK_TABLE = "yoyo_lock"
 
@@ -35,8 +35,7 @@ def _backend(conninfo: str | None) -> PostgresqlPsycopgBackend:
 
 @dataclass
 class MigrateResult:
-    applied: list[str] = field(default_factory=list)
-    reloaded: list[str] = field(default_factory=list)
+    applied: list[str] = field(default_factory=list)  # migration ids, in the order applied
 
 
 def status(conninfo: str | None) -> list[tuple[str, bool]]:
@@ -49,7 +48,7 @@ def status(conninfo: str | None) -> list[tuple[str, bool]]:
         backend.connection.close()
 
 
-def migrate(conninfo: str | None, echo=click.echo) -> MigrateResult:
+def migrate(conninfo: str | None, echo=lambda *args, **kwargs: None) -> MigrateResult:
     """Apply pending migrations, then re-create everything in sql/.
 
     All under one advisory lock, so concurrent runs queue up and the later
@@ -76,7 +75,7 @@ def migrate(conninfo: str | None, echo=click.echo) -> MigrateResult:
                         backend.apply_one(migration)
                     except psycopg.Error as error:
                         echo("failed")
-                        raise click.ClickException(
+                        raise MigrationFailed(
                             f"migration {migration.id} failed and was rolled back: {db.first_line(error)}"
                         ) from None
                     echo("ok")
@@ -96,7 +95,6 @@ def migrate(conninfo: str | None, echo=click.echo) -> MigrateResult:
                 for path in files:
                     conn.execute(path.read_text())
         except psycopg.Error as error:
-            raise click.ClickException(f"loading sql/{path.name} failed: {db.first_line(error)}") from None
-        result.reloaded = [p.name for p in files]
+            raise MigrationFailed(f"loading sql/{path.name} failed: {db.first_line(error)}") from None
         echo(f"Reloaded {len(files)} files from sql/.")
     return result

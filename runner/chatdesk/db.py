@@ -6,8 +6,9 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-import click
 import psycopg
+
+from chatdesk.errors import ConnectionFailed
 
 APP_NAME = "chatdesk"
 
@@ -30,7 +31,7 @@ def connect(conninfo: str | None, *, autocommit: bool = True, **kwargs) -> psyco
             **kwargs,
         )
     except psycopg.Error as error:
-        raise click.ClickException(f"cannot connect to the database: {first_line(error)}") from None
+        raise ConnectionFailed(f"cannot connect to the database: {first_line(error)}") from None
 
 
 def libpq_env(conninfo: str | None) -> dict:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-import click
-
 _PART = re.compile(r"(\d+)([smhd])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
@@ -21,18 +19,6 @@ def parse(text: str) -> timedelta:
     if total <= timedelta(0):
         raise ValueError(f"{text!r} must be longer than zero")
     return total
-
-
-class Duration(click.ParamType):
-    name = "duration"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, timedelta):
-            return value
-        try:
-            return parse(value)
-        except ValueError as error:
-            self.fail(str(error), param, ctx)
 
 
 def human(td: timedelta | None) -> str:

@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
-import click
 import psycopg
 
 from chatdesk import db, migrate
+from chatdesk.errors import ChatdeskError, ToolMissing
 
 
 @dataclass
@@ -77,7 +77,7 @@ def pgbench_binary() -> str:
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pgbench"), key=lambda p: int(p.split("/")[4]))
     found = shutil.which("pgbench") or (candidates[-1] if candidates else None)
     if not found:
-        raise click.ClickException("pgbench not found: install postgresql-client (it ships with PostgreSQL)")
+        raise ToolMissing("pgbench not found: install postgresql-client (it ships with PostgreSQL)")
     return found
 
 
@@ -91,13 +91,13 @@ def run_pgbench(conninfo: str, script: str, clients: int, seconds: float, workdi
          "-T", str(max(1, round(seconds))), "-f", str(run_dir / "script.sql"), "-l", "--log-prefix", str(run_dir / "log")],
         capture_output=True, text=True, env=env, cwd=run_dir)
     if result.returncode != 0:
-        raise click.ClickException(f"pgbench failed: {(result.stderr or result.stdout).strip().splitlines()[-1]}")
+        raise ChatdeskError(f"pgbench failed: {(result.stderr or result.stdout).strip().splitlines()[-1]}")
     tps = next(float(line.split("=")[1].split()[0]) for line in result.stdout.splitlines() if line.startswith("tps ="))
     latencies = sorted(int(line.split()[2]) / 1000.0
                        for log in run_dir.glob("log*") for line in log.read_text().splitlines() if line.strip())
     shutil.rmtree(run_dir, ignore_errors=True)
     if not latencies:
-        raise click.ClickException("pgbench ran no transactions")
+        raise ChatdeskError("pgbench ran no transactions")
     return tps, statistics.fmean(latencies), latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
 
 
@@ -261,13 +261,13 @@ def peak_rss_of_backfill(conninfo: str, first: date, last: date) -> float:
             break
         time.sleep(0.01)
     if proc.wait() != 0:
-        raise click.ClickException(f"the backfill failed: {proc.stderr.read().decode().strip()}")
+        raise ChatdeskError(f"the backfill failed: {proc.stderr.read().decode().strip()}")
     return peak_kb / 1024.0
 
 
 # -- the whole run -------------------------------------------------------------------
 
-def run(conninfo: str, scale: Scale, say=click.echo, synchronous_commit: str = "off") -> Report:
+def run(conninfo: str, scale: Scale, say=lambda text: None, synchronous_commit: str = "off") -> Report:
     report = Report()
     options = f"-c synchronous_commit={synchronous_commit}"
     with psycopg.connect(conninfo, autocommit=True, options=options) as conn:

@@ -16,11 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 
-import click
 import psycopg
 
-from chatdesk import db, rollup, status
+from chatdesk import db, idle, rollup
 from chatdesk.durations import human
+from chatdesk.errors import ChatdeskError
 
 MAX_BACKOFF = 60.0
 
@@ -42,7 +42,7 @@ class Scheduler:
     rollup_every: float = 300.0
     now: Callable[[], float] = time.time
     stop: threading.Event = field(default_factory=threading.Event)
-    log: Callable[[str], None] = lambda line: click.echo(line)
+    log: Callable[[str], None] = lambda line: print(line, flush=True)
     last_rolled_day: date | None = None  # today's date at the previous rollup run
 
     def __post_init__(self):
@@ -55,7 +55,7 @@ class Scheduler:
 
     def release_idle(self) -> str:
         with db.connect(self.conninfo) as conn:
-            n = status.release_idle(conn, self.idle_after)
+            n = idle.release_idle(conn, self.idle_after)
         return f"released {n} chat{'s' if n != 1 else ''} idle over {human(self.idle_after)}"
 
     def _rollup_days(self, conn: psycopg.Connection) -> list[date]:
@@ -86,10 +86,10 @@ class Scheduler:
             started = time.monotonic()
             try:
                 text = job.run()
-            except (click.ClickException, psycopg.Error) as error:
+            except (ChatdeskError, psycopg.Error) as error:
                 job.failures += 1
                 backoff = min(MAX_BACKOFF, 2.0 ** (job.failures - 1))
-                message = error.format_message() if isinstance(error, click.ClickException) else db.first_line(error)
+                message = db.first_line(error)
                 self.log(f"{self._stamp()} {job.name}: failed ({message}); retrying in {backoff:g}s")
                 job.next_at = self.now() + backoff
                 continue

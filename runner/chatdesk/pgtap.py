@@ -13,11 +13,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import click
 import psycopg
 import sqlparse
 
 from chatdesk import db
+from chatdesk.errors import BadRequest, TestsFailed, ToolMissing
 
 _PLAN = re.compile(r"^1\.\.(\d+)")
 _RESULT = re.compile(r"^(not )?ok\b(?:\s+(\d+))?(.*)$")
@@ -75,7 +75,7 @@ def find_files(paths: Iterable[str | Path]) -> list[Path]:
         elif path.is_file():
             found.append(path)
         else:
-            raise click.ClickException(f"no such pgTAP file or folder: {path}")
+            raise BadRequest(f"no such pgTAP file or folder: {path}")
     return found
 
 
@@ -131,14 +131,14 @@ def pgtap_available(conn: psycopg.Connection) -> bool:
     return bool(conn.execute("select 1 from pg_available_extensions where name = 'pgtap'").fetchone())
 
 
-def run(conninfo: str | None, paths: Iterable[str | Path], echo=click.echo) -> list[FileResult]:
-    """Run every file, printing TAP as pg_prove would; raise ClickException on any failure."""
+def run(conninfo: str | None, paths: Iterable[str | Path], echo: Callable[[str], None] = lambda line: None) -> list[FileResult]:
+    """Run every file, handing `echo` TAP as pg_prove prints it; raise TestsFailed on any failure."""
     files = find_files(paths)
     if not files:
-        raise click.ClickException("no pgTAP files found: nothing was tested")
+        raise TestsFailed("no pgTAP files found: nothing was tested")
     with db.connect(conninfo) as conn:
         if not pgtap_available(conn):
-            raise click.ClickException(INSTALL_HINT)
+            raise ToolMissing(INSTALL_HINT)
         results = []
         for path in files:
             echo(f"# {path}")
@@ -153,7 +153,7 @@ def run(conninfo: str | None, paths: Iterable[str | Path], echo=click.echo) -> l
          f"{total_passed} passed, {total_failed} failed, "
          f"Result: {'FAIL' if failed_files else 'PASS'}")
     if failed_files:
-        raise click.ClickException(
+        raise TestsFailed(
             f"{len(failed_files)} of {len(results)} pgTAP files failed: "
             + ", ".join(r.path.name for r in failed_files)
         )

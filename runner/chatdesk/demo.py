@@ -19,6 +19,8 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 
+from chatdesk.errors import AT_CAPACITY, NOT_ASSIGNEE
+
 SPARKS = "▁▂▃▄▅▆▇█"
 
 
@@ -173,7 +175,7 @@ class Simulation:
                 if self.one("select chatdesk.claim_next_chat(%s)", (op.id,)) is not None:
                     self.tally.claims += 1
             except psycopg.Error as error:
-                if error.sqlstate != "CD004":
+                if error.sqlstate != AT_CAPACITY:
                     raise
         elif not self.is_away(op):
             self.sql("select chatdesk.heartbeat(%s)", (op.id,))
@@ -188,7 +190,7 @@ class Simulation:
                 try:
                     self.sql("select chatdesk.claim_next_chat(%s)", (op.id,))
                 except psycopg.Error as error:
-                    if error.sqlstate != "CD004":
+                    if error.sqlstate != AT_CAPACITY:
                         raise
                     self.tally.capacity_refusals += 1
             for (chat,) in self.sql("""select id from chatdesk.chats
@@ -214,7 +216,7 @@ class Simulation:
                 "select * from chatdesk.send_operator_message(%s, %s, %s, %s, %s)",
                 (chat, op.id, self.rng.choice(ANSWERS), f"op-{next(self.seq)}", seen)).fetchone()
         except psycopg.Error as error:
-            if error.sqlstate != "CD001":  # the chat went back to the queue while we typed
+            if error.sqlstate != NOT_ASSIGNEE:  # the chat went back to the queue while we typed
                 raise
             self.tally.not_assignee_refusals += 1
             return

@@ -1,14 +1,10 @@
-"""`chatdesk status` and `chatdesk release-idle`."""
+"""`chatdesk status`: the queue and the operators at a glance."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 import psycopg
-
-
-def release_idle(conn: psycopg.Connection, idle_after: timedelta) -> int:
-    return conn.execute("select chatdesk.release_idle_chats(%s)", (idle_after,)).fetchone()[0]
 
 
 def snapshot(conn: psycopg.Connection, idle_after: timedelta) -> dict:

@@ -1,0 +1,44 @@
+"""What ships: the Dockerfile, the compose file, the wheel."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import zipfile
+
+from conftest import ROOT
+
+
+def test_dockerfile_passes_hadolint():
+    hadolint = shutil.which("hadolint") or str(ROOT / ".venv" / "bin" / "hadolint")
+    result = subprocess.run([hadolint, "--failure-threshold", "warning", str(ROOT / "Dockerfile")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_file_is_valid_and_wires_migrate_before_schedule():
+    checker = shutil.which("check-jsonschema") or str(ROOT / ".venv" / "bin" / "check-jsonschema")
+    compose = ROOT / "docker-compose.yml"
+    result = subprocess.run([checker, "--builtin-schema", "vendor.compose-spec", str(compose)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    from ruamel.yaml import YAML
+
+    services = YAML(typ="safe").load(compose.read_text())["services"]
+    assert services["migrate"]["command"] == ["migrate"]
+    assert services["schedule"]["command"] == ["schedule"]
+    assert services["schedule"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert services["migrate"]["depends_on"]["db"]["condition"] == "service_healthy"
+
+
+def test_the_wheel_carries_its_sql(tmp_path):
+    """pip install (and the Docker image) get sql/, migrations/ and the pgTAP suite inside the package."""
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+                           capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    names = zipfile.ZipFile(next(tmp_path.glob("chatdesk-*.whl"))).namelist()
+    for expected in ("chatdesk/cli.py", "chatdesk/sql/load.sql", "chatdesk/sql/110_messages.sql",
+                     "chatdesk/migrations/0001.schema.sql", "chatdesk/pgtap/020_state_machine.sql"):
+        assert expected in names, expected
+    assert len([n for n in names if n.startswith("chatdesk/sql/")]) == len(list((ROOT / "sql").glob("*.sql")))
