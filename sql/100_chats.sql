@@ -1,7 +1,8 @@
 -- ---------------------------------------------------------------------------
 -- Chats: the state machine guard and the event log.
--- The allowed changes live in chatdesk.state_transitions; this is the only
--- place that reads it for a change, so the rules are written once.
+-- The allowed changes live in chatdesk.state_transitions, written once. The
+-- guard checks every change against it; the message trigger reads it to know
+-- where a message moves its chat (and the guard then checks that move too).
 -- ---------------------------------------------------------------------------
 create or replace function chatdesk.chats__guard_insert()
 returns trigger
@@ -13,8 +14,9 @@ begin
     if new.chat_state is distinct from 'waiting_real_user_reply' or new.assigned_operator_id is not null then
         raise exception using
             errcode = 'CD002',
-            message = format('chatdesk: chat %s must start in waiting_real_user_reply without an operator, not %s',
-                             new.id, coalesce(new.chat_state, 'null'));
+            message = format('chatdesk: chat %s of real user %s must start in waiting_real_user_reply without an operator, not %s%s',
+                             new.id, new.real_user_id, coalesce(new.chat_state, 'null'),
+                             coalesce(' (operator ' || new.assigned_operator_id || ')', ''));
     end if;
     new.state_reason := 'start';
     new.message_count := 0;
@@ -40,8 +42,8 @@ begin
     -- change must name its event in state_reason (chatdesk's functions and
     -- triggers do), and (event, old state) must lead to the new state in
     -- chatdesk.state_transitions; anything else is refused with CD002, a bare
-    -- UPDATE included. A claim is checked like claim_next_chat checks it
-    -- (CD003, CD004, under the operator's row lock); user_message and
+    -- UPDATE included. A claim is checked by check_claim (CD003, CD004),
+    -- under the operator's row lock; user_message and
     -- operator_reply happen only through a message. Then records the side
     -- effects of the new state.
     if new.chat_state = old.chat_state then
@@ -59,8 +61,9 @@ begin
        or (v_event in ('user_message', 'operator_reply') and pg_trigger_depth() < 2) then
         raise exception using
             errcode = 'CD002',
-            message = format('chatdesk: chat %s cannot go from %s to %s%s',
+            message = format('chatdesk: chat %s cannot go from %s to %s%s%s',
                              old.id, old.chat_state, new.chat_state,
+                             coalesce(' (operator ' || new.assigned_operator_id || ')', ''),
                              case when v_event is null then ' without naming its event (use chatdesk''s functions)'
                                   else ' by ' || v_event end);
     end if;
@@ -73,9 +76,7 @@ begin
                last_active_at = greatest(last_active_at, chatdesk.clock())
          where id = new.assigned_operator_id
         returning * into v_op;
-        if v_op.id is null or not v_op.is_active or v_op.assigned_chats > v_op.max_concurrent_chats then
-            perform chatdesk.refuse_claim(v_op, new.assigned_operator_id, old.id, v_op.assigned_chats);
-        end if;
+        perform chatdesk.check_claim(v_op, new.assigned_operator_id, old.id, v_op.assigned_chats);
         new.assigned_at := chatdesk.clock();
     else
         if old.chat_state = 'assigned' then

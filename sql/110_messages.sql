@@ -92,8 +92,8 @@ begin
         if not exists (select 1 from chatdesk.messages
                         where chat_id = new.chat_id and id = new.seen_message_id) then
             raise exception using errcode = '23503',
-                message = format('chatdesk: seen message %s is not a message of chat %s',
-                                 new.seen_message_id, new.chat_id);
+                message = format('chatdesk: seen message %s of operator %s is not a message of chat %s',
+                                 new.seen_message_id, new.handled_by_operator_id, new.chat_id);
         end if;
         -- The reply race: the user wrote after what the operator saw.
         v_meanwhile := v_chat.last_user_message_id > new.seen_message_id;
@@ -165,34 +165,15 @@ begin
        or new.seen_message_id is distinct from old.seen_message_id
        or new.reply_started_at is distinct from old.reply_started_at then
         raise exception using errcode = '23514',
-            message = format('chatdesk: message %s (chat %s): only body and handled_by_operator_id may change',
-                             old.id, old.chat_id);
+            message = format('chatdesk: message %s (chat %s%s): only body and handled_by_operator_id may change',
+                             old.id, old.chat_id,
+                             case when new.chat_id is distinct from old.chat_id then ', not to chat ' || coalesce(new.chat_id::text, 'null') else '' end);
     end if;
     if new.body is null or btrim(new.body, E' \t\r\n') = '' then
         raise exception using errcode = '23514',
             message = format('chatdesk: message %s (chat %s): body must not be empty', old.id, old.chat_id);
     end if;
     return new;
-end;
-$$;
-
-create or replace function chatdesk.recount_chats(p_chat_ids uuid[])
-returns void
-language plpgsql
-as $$
-begin
-    -- Recomputes the counters and bookkeeping of the given chats from their
-    -- messages. Locks the chats (in id order, so two recounts cannot
-    -- deadlock) before reading, so the recount sees every committed message.
-    perform 1 from chatdesk.chats where id = any (p_chat_ids) order by id for no key update;
-    update chatdesk.chats c
-       set message_count = a.message_count,
-           last_message_at = a.last_message_at,
-           last_user_message_id = a.last_user_message_id,
-           waiting_since = a.waiting_since
-      from chatdesk.chat_counters_actual a
-     where a.chat_id = c.id
-       and c.id = any (p_chat_ids);
 end;
 $$;
 

@@ -32,6 +32,9 @@ begin
 end;
 $$;
 
+comment on function chatdesk.create_operator(text, int) is
+    'A new active operator. Refuses a blank name or a capacity outside 1..1000 (23514).';
+
 create or replace function chatdesk.set_operator_active(p_operator_id uuid, p_is_active boolean)
 returns void
 language plpgsql
@@ -56,6 +59,9 @@ begin
 end;
 $$;
 
+comment on function chatdesk.set_operator_active(uuid, boolean) is
+    'Takes an operator off or back on duty; an inactive operator cannot claim (CD003).';
+
 create or replace function chatdesk.create_real_user(p_display_name text)
 returns uuid
 language plpgsql
@@ -79,6 +85,9 @@ begin
     return v_id;
 end;
 $$;
+
+comment on function chatdesk.create_real_user(text) is
+    'A new real user. Refuses a blank or over-long name (23514).';
 
 create or replace function chatdesk.heartbeat(p_operator_id uuid)
 returns void
@@ -105,3 +114,6 @@ begin
     end if;
 end;
 $$;
+
+comment on function chatdesk.heartbeat(uuid) is
+    'Marks the operator as present (last_seen_at); idle release measures from it.';

@@ -25,6 +25,9 @@ begin
 end;
 $$;
 
+comment on function chatdesk.start_chat(uuid) is
+    'A new chat of the real user, in waiting_real_user_reply.';
+
 create or replace function chatdesk.send_user_message(
     p_chat_id uuid, p_body text, p_client_message_id text default null)
 returns bigint
@@ -49,6 +52,9 @@ begin
     return v_id;
 end;
 $$;
+
+comment on function chatdesk.send_user_message(uuid, text, text) is
+    'The user''s message (returns its id); a retry with the same client id returns the first message''s id and writes nothing.';
 
 create or replace function chatdesk.send_operator_message(
     p_chat_id uuid, p_operator_id uuid, p_body text,
@@ -102,6 +108,9 @@ begin
 end;
 $$;
 
+comment on function chatdesk.send_operator_message(uuid, uuid, text, text, bigint) is
+    'The assignee''s answer: message id, the chat''s state after it, and whether the user wrote after p_seen_message_id.';
+
 create or replace function chatdesk.close_chat(p_chat_id uuid)
 returns void
 language plpgsql
@@ -134,3 +143,6 @@ begin
     update chatdesk.chats set chat_state = 'closed', state_reason = 'close' where id = p_chat_id;
 end;
 $$;
+
+comment on function chatdesk.close_chat(uuid) is
+    'Closes a chat from any open state (CD002 when already closed).';

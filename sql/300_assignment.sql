@@ -1,18 +1,19 @@
 -- ---------------------------------------------------------------------------
 -- Assignment: claiming queued chats, handing them back, idle release.
 -- ---------------------------------------------------------------------------
-create or replace function chatdesk.refuse_claim(p_op chatdesk.operators, p_operator_id uuid, p_chat_id uuid,
-                                                 p_load_after int)
+create or replace function chatdesk.check_claim(p_op chatdesk.operators, p_operator_id uuid, p_chat_id uuid,
+                                                p_load_after int)
 returns void
 language plpgsql
 stable
 as $$
 begin
-    -- Says why an operator may not take another chat: unknown (23503),
-    -- inactive (CD003), or a load after the claim over max_concurrent_chats
-    -- (CD004). Callers test the condition inline and call this to raise:
-    -- claim_next_chat before it takes a chat, and the state guard under the
-    -- operator's row lock for every claim (the check that counts).
+    -- The one claim check. Refuses a claim that would give operator
+    -- p_operator_id (its row p_op; all null when there is none) a load of
+    -- p_load_after chats: unknown (23503), inactive (CD003), over
+    -- max_concurrent_chats (CD004). claim_next_chat calls it before taking a
+    -- chat, so a refused claim takes none; the state guard calls it for every
+    -- claim under the operator's row lock, which is the check that counts.
     if p_op.id is null then
         raise exception using errcode = '23503',
             message = format('chatdesk: operator %s does not exist%s',
@@ -54,9 +55,7 @@ begin
     end if;
     -- Checked first without a lock, so a refused claim takes no chat.
     select * into v_op from chatdesk.operators where id = p_operator_id;
-    if v_op.id is null or not v_op.is_active or v_op.assigned_chats >= v_op.max_concurrent_chats then
-        perform chatdesk.refuse_claim(v_op, p_operator_id, null, v_op.assigned_chats + 1);
-    end if;
+    perform chatdesk.check_claim(v_op, p_operator_id, null, v_op.assigned_chats + 1);
 
     select id into v_chat_id
       from chatdesk.chats
@@ -74,6 +73,9 @@ begin
     return v_chat_id;
 end;
 $$;
+
+comment on function chatdesk.claim_next_chat(uuid) is
+    'Gives the operator the oldest queued chat (null: empty queue); SKIP LOCKED, capacity checked (CD003, CD004).';
 
 create or replace function chatdesk.release_chat(p_chat_id uuid, p_operator_id uuid)
 returns void
@@ -94,7 +96,8 @@ begin
     select * into v_chat from chatdesk.chats where id = p_chat_id for no key update;
     if not found then
         raise exception using errcode = '23503',
-            message = format('chatdesk: chat %s does not exist', coalesce(p_chat_id::text, 'null'));
+            message = format('chatdesk: chat %s does not exist (operator %s)',
+                             coalesce(p_chat_id::text, 'null'), coalesce(p_operator_id::text, 'null'));
     end if;
     if p_operator_id is null or not exists (select 1 from chatdesk.operators where id = p_operator_id) then
         raise exception using errcode = '23503',
@@ -111,6 +114,9 @@ begin
      where id = p_chat_id;
 end;
 $$;
+
+comment on function chatdesk.release_chat(uuid, uuid) is
+    'The assignee hands the chat back to its old place in the queue.';
 
 create or replace function chatdesk.release_idle_chats(p_idle_after interval default '5 minutes')
 returns int
@@ -156,3 +162,6 @@ begin
     return v_count;
 end;
 $$;
+
+comment on function chatdesk.release_idle_chats(interval) is
+    'Returns to the queue every chat whose operator has been silent longer than p_idle_after; returns how many.';

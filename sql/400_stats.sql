@@ -4,7 +4,7 @@
 -- aggregates that day's operator messages, through messages_operator_day_idx,
 -- whatever the size of history or the length of the chats.
 -- ---------------------------------------------------------------------------
-create or replace function chatdesk.compute_operator_stats(p_date date, p_operator_id uuid default null)
+create or replace function chatdesk.write_operator_stats(p_date date, p_operator_id uuid default null)
 returns int
 language plpgsql
 as $$
@@ -93,9 +93,12 @@ set lock_timeout = '5s'  -- a stuck session cannot hang every operator
 as $$
 begin
     -- Every operator's row for p_date in one set-based pass; returns rows written.
-    return chatdesk.compute_operator_stats(p_date, null);
+    return chatdesk.write_operator_stats(p_date, null);
 end;
 $$;
+
+comment on function chatdesk.rollup_operator_stats(date) is
+    'Every operator''s operator_daily_stats row for the day, in one set-based pass; returns rows written.';
 
 create or replace function chatdesk.update_operator_stats(p_operator_id uuid, p_date date)
 returns void
@@ -111,9 +114,12 @@ begin
         raise exception using errcode = '23503',
             message = format('chatdesk: operator %s does not exist', coalesce(p_operator_id::text, 'null'));
     end if;
-    perform chatdesk.compute_operator_stats(p_date, p_operator_id);
+    perform chatdesk.write_operator_stats(p_date, p_operator_id);
 end;
 $$;
+
+comment on function chatdesk.update_operator_stats(uuid, date) is
+    'One operator''s operator_daily_stats row for the day (the figures the rollup writes).';
 
 create or replace function chatdesk.stats_today()
 returns date
@@ -123,3 +129,6 @@ as $$
     -- Today's date in stats_time_zone, by chatdesk.clock().
     select (chatdesk.clock() at time zone chatdesk.stats_time_zone())::date;
 $$;
+
+comment on function chatdesk.stats_today() is
+    'Today''s date in stats_time_zone, by chatdesk.clock().';

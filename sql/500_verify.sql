@@ -36,17 +36,13 @@ begin
     select 'chat', id, 'waiting_since', s_waiting::text, waiting_since::text
       from chat_drift where s_waiting is distinct from waiting_since
     union all
-    select 'operator', o.id, 'total_messages', o.total_messages::text, n.n::text
-      from chatdesk.operators o
-     cross join lateral (select count(*) as n from chatdesk.messages m
-                          where m.handled_by_operator_id = o.id) n
-     where o.total_messages <> n.n
+    select 'operator', o.id, 'total_messages', o.total_messages::text, a.total_messages::text
+      from chatdesk.operators o join chatdesk.operator_counters_actual a on a.operator_id = o.id
+     where o.total_messages <> a.total_messages
     union all
-    select 'operator', o.id, 'assigned_chats', o.assigned_chats::text, a.n::text
-      from chatdesk.operators o
-     cross join lateral (select count(*) as n from chatdesk.chats c
-                          where c.assigned_operator_id = o.id and c.chat_state = 'assigned') a
-     where o.assigned_chats <> a.n
+    select 'operator', o.id, 'assigned_chats', o.assigned_chats::text, a.assigned_chats::text
+      from chatdesk.operators o join chatdesk.operator_counters_actual a on a.operator_id = o.id
+     where o.assigned_chats <> a.assigned_chats
      order by 1, 2, 3;
 
     if p_repair then
@@ -54,15 +50,9 @@ begin
             select c.id from chatdesk.chats c join chatdesk.chat_counters_actual a on a.chat_id = c.id
              where (c.message_count, c.last_message_at, c.last_user_message_id, c.waiting_since)
                    is distinct from (a.message_count, a.last_message_at, a.last_user_message_id, a.waiting_since)));
-        lock table chatdesk.chats in share row exclusive mode;  -- no claim or release meanwhile
-        update chatdesk.operators o
-           set total_messages = n.n, assigned_chats = n.a
-          from (select o2.id,
-                       (select count(*) from chatdesk.messages m where m.handled_by_operator_id = o2.id) as n,
-                       (select count(*) from chatdesk.chats c
-                         where c.assigned_operator_id = o2.id and c.chat_state = 'assigned')::int as a
-                  from chatdesk.operators o2) n
-         where n.id = o.id and (o.total_messages, o.assigned_chats) is distinct from (n.n, n.a);
+        perform chatdesk.recount_operators(array(
+            select o.id from chatdesk.operators o join chatdesk.operator_counters_actual a on a.operator_id = o.id
+             where (o.total_messages, o.assigned_chats) is distinct from (a.total_messages, a.assigned_chats)));
     end if;
 end;
 $$;

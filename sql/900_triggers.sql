@@ -2,11 +2,6 @@
 -- Triggers. Postgres fires same-event triggers in name order, so the names
 -- carry the order: _100 guards run before _500 bookkeeping.
 -- ---------------------------------------------------------------------------
--- Objects that sql/ no longer defines: create or replace cannot remove them.
-drop trigger if exists chats_500_log_state on chatdesk.chats;
-drop function if exists chatdesk.chats__log_event();
-drop function if exists chatdesk.lock_operator_for_claim(uuid, uuid);
-
 create or replace trigger settings_100_check
     before insert or update on chatdesk.settings
     for each row execute function chatdesk.settings__check();

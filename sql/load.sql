@@ -4,7 +4,7 @@
 \ir 020_settings.sql
 \ir 030_scope.sql
 \ir 100_chats.sql
-\ir 105_counters_view.sql
+\ir 105_counters.sql
 \ir 110_messages.sql
 \ir 200_api_people.sql
 \ir 210_api_chats.sql

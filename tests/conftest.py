@@ -92,7 +92,7 @@ def template_db(pg_server):
     admin_execute(pg_server, f"drop database if exists {name} with (force)", f"create database {name}")
     url = url_for(pg_server, name)
     migrate.migrate(url, echo=lambda *args, **kwargs: None)
-    admin_execute(url, "create extension if not exists pgtap")
+    admin_execute(url, "create extension if not exists pgtap", (ROOT / "tests" / "pgtap_helpers.sql").read_text())
     yield name
     admin_execute(pg_server, f"drop database if exists {name} with (force)")
 

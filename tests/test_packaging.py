@@ -34,11 +34,14 @@ def test_compose_file_is_valid_and_wires_migrate_before_schedule():
 
 def test_the_wheel_carries_its_sql(tmp_path):
     """pip install (and the Docker image) get sql/, migrations/ and the pgTAP suite inside the package."""
+    # setuptools reuses build/ between wheels, and would ship files since renamed.
+    shutil.rmtree(ROOT / "build", ignore_errors=True)
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
                            capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr
     names = zipfile.ZipFile(next(tmp_path.glob("chatdesk-*.whl"))).namelist()
     for expected in ("chatdesk/cli.py", "chatdesk/sql/load.sql", "chatdesk/sql/110_messages.sql",
-                     "chatdesk/migrations/0001.schema.sql", "chatdesk/pgtap/020_state_machine.sql"):
+                     "chatdesk/migrations/0001.schema.sql", "chatdesk/pgtap/020_state_machine.sql",
+                     "chatdesk/pgtap_helpers.sql"):
         assert expected in names, expected
     assert len([n for n in names if n.startswith("chatdesk/sql/")]) == len(list((ROOT / "sql").glob("*.sql")))

@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg
 import sqlparse
 
-from chatdesk import db
+from chatdesk import db, resources
 from chatdesk.errors import BadRequest, TestsFailed, ToolMissing
 
 _PLAN = re.compile(r"^1\.\.(\d+)")
@@ -104,10 +104,14 @@ def _record(result: FileResult, line: str) -> None:
 
 
 def run_file(conn: psycopg.Connection, path: Path, emit: Callable[[str], None] = lambda line: None) -> FileResult:
-    """Run one pgTAP file in a transaction that is rolled back (conn must be in autocommit)."""
+    """Run one pgTAP file in a transaction that is rolled back (conn must be in autocommit).
+
+    The chatdesk_test helpers are installed in the same transaction, so they
+    go with it."""
     result = FileResult(path)
     conn.execute("begin")
     try:
+        conn.execute(resources.pgtap_helpers().read_text())
         for statement in statements(path.read_text()):
             cur = conn.execute(statement)
             while True:

@@ -28,6 +28,11 @@ def pgtap_dir() -> Path:
     return _dir("pgtap")
 
 
+def pgtap_helpers() -> Path:
+    """The chatdesk_test schema the pgTAP files use (tests/pgtap_helpers.sql)."""
+    return _dir("pgtap_helpers.sql")
+
+
 _INCLUDE = re.compile(r"^\\ir\s+(\S+)\s*$")
 
 

@@ -5,92 +5,83 @@ create extension if not exists pgtap;
 set local search_path = chatdesk, public;
 select plan(36);
 
-create temp table ids (name text primary key, id uuid) on commit drop;
-insert into ids values ('ann', create_operator('Ann', 5)), ('bob', create_operator('Bob', 5)),
+select chatdesk_test.begin_fixtures();
+insert into fixtures values ('ann', create_operator('Ann', 5)), ('bob', create_operator('Bob', 5)),
                        ('user', create_real_user('Uma'));
-insert into ids select 'c1', start_chat(id) from ids where name = 'user';
-insert into ids select 'c2', start_chat(id) from ids where name = 'user';
-create function pg_temp.id(text) returns uuid language sql as $$ select id from ids where name = $1 $$;
+insert into fixtures select 'c1', start_chat(id) from fixtures where name = 'user';
+insert into fixtures select 'c2', start_chat(id) from fixtures where name = 'user';
 create temp table before_counts as select (select count(*) from messages) as messages, (select count(*) from chat_events) as events;
 
 -- bodies and ids
-select throws_ok($$ select send_user_message(pg_temp.id('c1'), '') $$, '23514', null, 'an empty body is refused');
-select throws_ok($$ select send_user_message(pg_temp.id('c1'), E' \n\t ') $$, '23514', null, 'a blank body is refused');
-select throws_ok($$ select send_user_message(pg_temp.id('c1'), null) $$, '23514', null, 'a null body is refused');
-select throws_ok($$ select send_user_message(pg_temp.id('c1'), repeat('x', 10001)) $$, '23514', null, 'a body over 10,000 characters is refused');
-select lives_ok($$ select send_user_message(pg_temp.id('c1'), repeat('x', 10000)) $$, 'a body of exactly 10,000 characters is accepted');
-select throws_ok($$ select send_user_message('00000000-0000-0000-0000-000000000000', 'hi') $$, '23503', null, 'an unknown chat is refused');
+select chatdesk_test.refuses($$ select send_user_message(chatdesk_test.id('c1'), '') $$, '23514', array[chatdesk_test.id('c1')]::uuid[], 'an empty body is refused');
+select chatdesk_test.refuses($$ select send_user_message(chatdesk_test.id('c1'), E' \n\t ') $$, '23514', array[chatdesk_test.id('c1')]::uuid[], 'a blank body is refused');
+select chatdesk_test.refuses($$ select send_user_message(chatdesk_test.id('c1'), null) $$, '23514', array[chatdesk_test.id('c1')]::uuid[], 'a null body is refused');
+select chatdesk_test.refuses($$ select send_user_message(chatdesk_test.id('c1'), repeat('x', 10001)) $$, '23514', array[chatdesk_test.id('c1')]::uuid[], 'a body over 10,000 characters is refused');
+select lives_ok($$ select send_user_message(chatdesk_test.id('c1'), repeat('x', 10000)) $$, 'a body of exactly 10,000 characters is accepted');
+select chatdesk_test.refuses($$ select send_user_message('00000000-0000-0000-0000-000000000000', 'hi') $$, '23503', array['00000000-0000-0000-0000-000000000000']::uuid[], 'an unknown chat is refused');
 select throws_like($$ select send_user_message('00000000-0000-0000-0000-000000000000', 'hi') $$,
     '%00000000-0000-0000-0000-000000000000%', 'the refusal names the chat');
-select throws_ok($$ select send_user_message(null, 'hi') $$, '23503', null, 'a null chat is refused');
-select throws_ok($$ select start_chat('00000000-0000-0000-0000-000000000000') $$, '23503', null, 'start_chat refuses an unknown user');
-select throws_ok($$ select create_operator('  ') $$, '23514', null, 'a blank operator name is refused');
-select throws_ok($$ select create_operator('Cy', 0) $$, '23514', null, 'a capacity of 0 is refused');
-select throws_ok($$ select create_real_user('') $$, '23514', null, 'a blank display name is refused');
+select chatdesk_test.refuses($$ select send_user_message(null, 'hi') $$, '23503', '{}'::uuid[], 'a null chat is refused');
+select chatdesk_test.refuses($$ select start_chat('00000000-0000-0000-0000-000000000000') $$, '23503', array['00000000-0000-0000-0000-000000000000']::uuid[], 'start_chat refuses an unknown user');
+select chatdesk_test.refuses($$ select create_operator('  ') $$, '23514', '{}'::uuid[], 'a blank operator name is refused');
+select chatdesk_test.refuses($$ select create_operator('Cy', 0) $$, '23514', '{}'::uuid[], 'a capacity of 0 is refused');
+select chatdesk_test.refuses($$ select create_real_user('') $$, '23514', '{}'::uuid[], 'a blank display name is refused');
 select is((select count(*) from messages), (select messages + 1 from before_counts), 'refusals wrote no messages (only the 10,000-character one is there)');
 
 -- operators: only the assignee, never into a closed chat
-select send_user_message(pg_temp.id('c1'), 'hello', 'u-1');
-select throws_ok($$ select * from send_operator_message(pg_temp.id('c1'), pg_temp.id('ann'), 'hi') $$,
-    'CD001', null, 'an operator cannot answer a queued chat it does not own');
-select is(claim_next_chat(pg_temp.id('ann')), pg_temp.id('c1'), 'ann claims c1');
-select throws_ok($$ select * from send_operator_message(pg_temp.id('c1'), pg_temp.id('bob'), 'hi') $$,
-    'CD001', null, 'bob cannot write into ann''s chat');
-select throws_like($$ select * from send_operator_message(pg_temp.id('c1'), pg_temp.id('bob'), 'hi') $$,
-    '%' || pg_temp.id('bob') || '%' || pg_temp.id('c1') || '%', 'the refusal names the operator and the chat');
-select throws_ok($$ insert into messages (chat_id, sender_type, handled_by_operator_id, body) values (pg_temp.id('c1'), 'operator', pg_temp.id('bob'), 'sneaky') $$,
-    'CD001', null, 'a direct INSERT gets the same refusal');
-select throws_ok($$ select * from send_operator_message(pg_temp.id('c1'), '00000000-0000-0000-0000-000000000000', 'hi') $$,
-    '23503', null, 'an unknown operator is refused');
-select throws_ok($$ insert into messages (chat_id, sender_type, handled_by_operator_id, body) values (pg_temp.id('c1'), 'real_user', pg_temp.id('ann'), 'x') $$,
-    '23514', null, 'a user message cannot carry an operator');
+select send_user_message(chatdesk_test.id('c1'), 'hello', 'u-1');
+select chatdesk_test.refuses($$ select * from send_operator_message(chatdesk_test.id('c1'), chatdesk_test.id('ann'), 'hi') $$, 'CD001', array[chatdesk_test.id('c1'), chatdesk_test.id('ann')]::uuid[], 'an operator cannot answer a queued chat it does not own');
+select is(claim_next_chat(chatdesk_test.id('ann')), chatdesk_test.id('c1'), 'ann claims c1');
+select chatdesk_test.refuses($$ select * from send_operator_message(chatdesk_test.id('c1'), chatdesk_test.id('bob'), 'hi') $$, 'CD001', array[chatdesk_test.id('c1'), chatdesk_test.id('bob')]::uuid[], 'bob cannot write into ann''s chat');
+select throws_like($$ select * from send_operator_message(chatdesk_test.id('c1'), chatdesk_test.id('bob'), 'hi') $$,
+    '%' || chatdesk_test.id('bob') || '%' || chatdesk_test.id('c1') || '%', 'the refusal names the operator and the chat');
+select chatdesk_test.refuses($$ insert into messages (chat_id, sender_type, handled_by_operator_id, body) values (chatdesk_test.id('c1'), 'operator', chatdesk_test.id('bob'), 'sneaky') $$, 'CD001', array[chatdesk_test.id('c1'), chatdesk_test.id('bob')]::uuid[], 'a direct INSERT gets the same refusal');
+select chatdesk_test.refuses($$ select * from send_operator_message(chatdesk_test.id('c1'), '00000000-0000-0000-0000-000000000000', 'hi') $$, '23503', array[chatdesk_test.id('c1'), '00000000-0000-0000-0000-000000000000']::uuid[], 'an unknown operator is refused');
+select chatdesk_test.refuses($$ insert into messages (chat_id, sender_type, handled_by_operator_id, body) values (chatdesk_test.id('c1'), 'real_user', chatdesk_test.id('ann'), 'x') $$, '23514', array[chatdesk_test.id('c1'), chatdesk_test.id('ann')]::uuid[], 'a user message cannot carry an operator');
 
 -- the reply race: the user wrote after what the operator saw
-create temp table seen as select max(id) as id from messages where chat_id = pg_temp.id('c1');
-select send_user_message(pg_temp.id('c1'), 'wait, one more thing!');
+create temp table seen as select max(id) as id from messages where chat_id = chatdesk_test.id('c1');
+select send_user_message(chatdesk_test.id('c1'), 'wait, one more thing!');
 select results_eq(
-    $$ select chat_state, user_replied_meanwhile from send_operator_message(pg_temp.id('c1'), pg_temp.id('ann'), 'sure', 'o-1', (select id from seen)) $$,
+    $$ select chat_state, user_replied_meanwhile from send_operator_message(chatdesk_test.id('c1'), chatdesk_test.id('ann'), 'sure', 'o-1', (select id from seen)) $$,
     $$ values ('assigned'::text, true) $$,
     'an answer that missed a newer user message keeps the chat assigned and says so');
-select is((select assigned_operator_id from chats where id = pg_temp.id('c1')), pg_temp.id('ann'), 'still ann''s');
-select throws_ok($$ select * from send_operator_message(pg_temp.id('c1'), pg_temp.id('ann'), 'x', null, 999999999) $$,
-    '23503', null, 'a seen id that is not a message of the chat is refused');
+select is((select assigned_operator_id from chats where id = chatdesk_test.id('c1')), chatdesk_test.id('ann'), 'still ann''s');
+select chatdesk_test.refuses($$ select * from send_operator_message(chatdesk_test.id('c1'), chatdesk_test.id('ann'), 'x', null, 999999999) $$, '23503', array[chatdesk_test.id('c1'), chatdesk_test.id('ann')]::uuid[], 'a seen id that is not a message of the chat is refused');
 select results_eq(
-    $$ select chat_state, user_replied_meanwhile from send_operator_message(pg_temp.id('c1'), pg_temp.id('ann'), 'and the other thing', 'o-2',
-           (select max(id) from messages where chat_id = pg_temp.id('c1') and sender_type = 'real_user')) $$,
+    $$ select chat_state, user_replied_meanwhile from send_operator_message(chatdesk_test.id('c1'), chatdesk_test.id('ann'), 'and the other thing', 'o-2',
+           (select max(id) from messages where chat_id = chatdesk_test.id('c1') and sender_type = 'real_user')) $$,
     $$ values ('waiting_real_user_reply'::text, false) $$,
     'having seen everything, the answer hands the chat back');
 
 -- idempotent retries
-select is(send_user_message(pg_temp.id('c1'), 'hello', 'u-1'),
-          (select id from messages where chat_id = pg_temp.id('c1') and client_message_id = 'u-1'),
+select is(send_user_message(chatdesk_test.id('c1'), 'hello', 'u-1'),
+          (select id from messages where chat_id = chatdesk_test.id('c1') and client_message_id = 'u-1'),
           'a user retry returns the first message''s id');
 select results_eq(
-    $$ select message_id, user_replied_meanwhile from send_operator_message(pg_temp.id('c1'), pg_temp.id('ann'), 'sure', 'o-1', (select id from seen)) $$,
-    $$ select id, true from messages where chat_id = pg_temp.id('c1') and client_message_id = 'o-1' $$,
+    $$ select message_id, user_replied_meanwhile from send_operator_message(chatdesk_test.id('c1'), chatdesk_test.id('ann'), 'sure', 'o-1', (select id from seen)) $$,
+    $$ select id, true from messages where chat_id = chatdesk_test.id('c1') and client_message_id = 'o-1' $$,
     'an operator retry returns the first message, with its result, after the chat moved on');
-select lives_ok($$ insert into messages (chat_id, sender_type, body, client_message_id) values (pg_temp.id('c1'), 'real_user', 'hello', 'u-1') $$,
+select lives_ok($$ insert into messages (chat_id, sender_type, body, client_message_id) values (chatdesk_test.id('c1'), 'real_user', 'hello', 'u-1') $$,
     'a direct INSERT of a retry is accepted');
-select is((select count(*) from messages where chat_id = pg_temp.id('c1') and client_message_id = 'u-1'), 1::bigint,
+select is((select count(*) from messages where chat_id = chatdesk_test.id('c1') and client_message_id = 'u-1'), 1::bigint,
     'and writes nothing');
-select is((select message_count from chats where id = pg_temp.id('c1')), 5, 'retries did not count');
-select lives_ok($$ select send_user_message(pg_temp.id('c2'), 'hello', 'u-1') $$, 'the same client id in another chat is another message');
+select is((select message_count from chats where id = chatdesk_test.id('c1')), 5, 'retries did not count');
+select lives_ok($$ select send_user_message(chatdesk_test.id('c2'), 'hello', 'u-1') $$, 'the same client id in another chat is another message');
 
 -- operator message to a closed chat
-select send_user_message(pg_temp.id('c2'), 'help');
-select is(claim_next_chat(pg_temp.id('bob')), pg_temp.id('c2'), 'bob claims c2');
-select close_chat(pg_temp.id('c2'));
-select throws_ok($$ select * from send_operator_message(pg_temp.id('c2'), pg_temp.id('bob'), 'hi') $$,
-    'CD005', null, 'nobody writes as operator into a closed chat');
+select send_user_message(chatdesk_test.id('c2'), 'help');
+select is(claim_next_chat(chatdesk_test.id('bob')), chatdesk_test.id('c2'), 'bob claims c2');
+select close_chat(chatdesk_test.id('c2'));
+select chatdesk_test.refuses($$ select * from send_operator_message(chatdesk_test.id('c2'), chatdesk_test.id('bob'), 'hi') $$, 'CD005', array[chatdesk_test.id('c2'), chatdesk_test.id('bob')]::uuid[], 'nobody writes as operator into a closed chat');
 
 -- ids, times, and the direct-insert path's state change
 select ok((select bool_and(created_at is not null) from messages), 'every message got a created_at');
-select lives_ok($$ insert into messages (chat_id, sender_type, body) values (pg_temp.id('c1'), 'real_user', 'direct') $$,
+select lives_ok($$ insert into messages (chat_id, sender_type, body) values (chatdesk_test.id('c1'), 'real_user', 'direct') $$,
     'a direct INSERT of a user message');
-select is((select chat_state from chats where id = pg_temp.id('c1')), 'waiting_assignment',
+select is((select chat_state from chats where id = chatdesk_test.id('c1')), 'waiting_assignment',
     'moves the chat exactly as send_user_message does');
-select throws_ok($$ update messages set chat_id = pg_temp.id('c2') where chat_id = pg_temp.id('c1') $$,
-    '23514', null, 'a message cannot move to another chat');
+select chatdesk_test.refuses($$ update messages set chat_id = chatdesk_test.id('c2') where chat_id = chatdesk_test.id('c1') $$, '23514', array[chatdesk_test.id('c2'), chatdesk_test.id('c1')]::uuid[], 'a message cannot move to another chat');
 
 select * from finish();
 rollback;

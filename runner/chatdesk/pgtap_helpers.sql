@@ -1,0 +1,1 @@
+../../tests/pgtap_helpers.sql

@@ -1,0 +1,77 @@
+-- chatdesk_test: the shared fixtures of chatdesk's pgTAP files.
+-- `chatdesk test` installs it inside each file's transaction (so a deployed
+-- database keeps nothing); for pg_prove, install it once per database:
+--   psql -v ON_ERROR_STOP=1 -f tests/pgtap_helpers.sql
+-- Modelled on basejump's tests.authenticate_as: a file names its fixtures
+-- once and refers to them by name.
+create schema if not exists chatdesk_test;
+grant usage on schema chatdesk_test to public;
+
+create or replace function chatdesk_test.begin_fixtures()
+returns void
+language plpgsql
+as $$
+begin
+    -- A temp table `fixtures (name, id)` for this transaction: insert the
+    -- ids a file creates (insert into fixtures values ('ann', chatdesk.create_operator('Ann'))),
+    -- read them with chatdesk_test.id('ann'). Readable by every role the file
+    -- switches to.
+    create temp table if not exists fixtures (name text primary key, id uuid not null) on commit drop;
+    grant select on pg_temp.fixtures to public;
+end;
+$$;
+
+create or replace function chatdesk_test.id(p_name text)
+returns uuid
+language plpgsql
+stable
+as $$
+declare
+    v_id uuid;
+begin
+    select f.id into v_id from pg_temp.fixtures f where f.name = p_name;
+    if not found then
+        raise exception 'chatdesk_test: no fixture named %', p_name;
+    end if;
+    return v_id;
+end;
+$$;
+
+create or replace function chatdesk_test.at(p_time text)
+returns void
+language sql
+as $$
+    -- Pins chatdesk.clock() for the rest of the transaction.
+    select set_config('chatdesk.clock', p_time, true);
+$$;
+
+create or replace function chatdesk_test.refuses(p_sql text, p_sqlstate text, p_ids uuid[], p_description text)
+returns text
+language plpgsql
+as $$
+declare
+    v_state   text;
+    v_message text;
+    v_missing uuid[];
+begin
+    -- One assertion: p_sql raises p_sqlstate, and its message names every id
+    -- in p_ids (the contract: a refusal says which ids were involved).
+    begin
+        execute p_sql;
+    exception when others then
+        get stacked diagnostics v_state = returned_sqlstate, v_message = message_text;
+    end;
+    if v_state is null then
+        return ok(false, p_description) || E'\n' || diag('    no error was raised');
+    end if;
+    v_missing := array(select i from unnest(p_ids) i where strpos(v_message, i::text) = 0);
+    if v_state <> p_sqlstate or cardinality(v_missing) > 0 then
+        return ok(false, p_description) || E'\n'
+            || diag(format('    raised %s: %s%s', v_state, v_message,
+                           case when cardinality(v_missing) > 0 then E'\n    missing ids: ' || v_missing::text else '' end));
+    end if;
+    return ok(true, p_description);
+end;
+$$;
+
+grant execute on all functions in schema chatdesk_test to public;
