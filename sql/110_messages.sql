@@ -2,6 +2,37 @@
 -- Messages: every rule of a message write, whether it comes through
 -- send_user_message / send_operator_message or a direct INSERT.
 -- ---------------------------------------------------------------------------
+create or replace function chatdesk.refuse_operator_message(p_chat chatdesk.chats, p_operator_id uuid)
+returns void
+language plpgsql
+stable
+as $$
+begin
+    -- Says why p_operator_id may not write into p_chat, of which it is not
+    -- the assignee: unknown operator (23503), closed chat (CD005), someone
+    -- else's or a queued chat (CD001, naming its state and assignee). A web
+    -- caller is told only CD001 with its own id and the chat's: nothing of a
+    -- chat it cannot see.
+    if chatdesk.is_web_caller() then
+        raise exception using errcode = 'CD001',
+            message = format('chatdesk: operator %s is not the assignee of chat %s', p_operator_id, p_chat.id);
+    end if;
+    if p_operator_id is null or not exists (select 1 from chatdesk.operators where id = p_operator_id) then
+        raise exception using errcode = '23503',
+            message = format('chatdesk: operator %s does not exist (chat %s)',
+                             coalesce(p_operator_id::text, 'null'), p_chat.id);
+    end if;
+    if p_chat.chat_state = 'closed' then
+        raise exception using errcode = 'CD005',
+            message = format('chatdesk: chat %s is closed; operator %s cannot write to it', p_chat.id, p_operator_id);
+    end if;
+    raise exception using errcode = 'CD001',
+        message = format('chatdesk: operator %s is not the assignee of chat %s (%s, assignee %s)',
+                         p_operator_id, p_chat.id, p_chat.chat_state,
+                         coalesce(p_chat.assigned_operator_id::text, 'none'));
+end;
+$$;
+
 create or replace function chatdesk.messages__accept()
 returns trigger
 language plpgsql
@@ -16,10 +47,13 @@ declare
 begin
     -- Locks the chat row, so writes to one chat serialise and no interleaving
     -- can lose a message; then, under that lock:
-    --   * a repeated (chat_id, client_message_id) writes nothing (returns null);
-    --   * refuses: unknown chat/operator/seen message (23503), empty or
+    --   * a repeated client_message_id of the same sender (the chat's user, or
+    --     that operator) writes nothing (returns null); client ids are kept
+    --     per sender, so one sender's id never matches another's message;
+    --   * refuses: unknown chat/operator/seen message (23503), empty, blank or
     --     over-long body and misplaced fields (23514), an operator who is not
     --     the assignee (CD001), an operator message to a closed chat (CD005);
+    --     a backend narrowed to an operator writing as anyone else (42501);
     --   * hands out the id and created_at, so id order is commit order per chat;
     --   * moves the chat along the state table and keeps its counters exact.
     if new.sender_type is null or new.sender_type not in ('real_user', 'operator', 'system') then
@@ -27,7 +61,7 @@ begin
             message = format('chatdesk: sender_type %s is not real_user, operator or system (chat %s)',
                              coalesce(quote_literal(new.sender_type), 'null'), new.chat_id);
     end if;
-    if new.body is null or btrim(new.body, E' \t\r\n') = '' or length(new.body) > 10000 then
+    if chatdesk.is_blank(new.body) or length(new.body) > 10000 then
         raise exception using errcode = '23514',
             message = format('chatdesk: message body for chat %s must have 1 to 10000 characters, not %s',
                              new.chat_id,
@@ -51,32 +85,21 @@ begin
             message = format('chatdesk: chat %s does not exist', coalesce(new.chat_id::text, 'null'));
     end if;
 
+    -- A retry: the same sender's own earlier message with this client id
+    -- (the index is per sender). Looked up only among the sender's own
+    -- messages, so a caller learns nothing of anyone else's.
     if new.client_message_id is not null and exists (
-        select 1 from chatdesk.messages
-         where chat_id = new.chat_id and client_message_id = new.client_message_id) then
-        return null;  -- a client retry: the first message stands
+        select 1 from chatdesk.messages m
+         where m.chat_id = new.chat_id and m.client_message_id = new.client_message_id
+           and m.sender_type = new.sender_type
+           and (case when new.handled_by_operator_id is null then m.handled_by_operator_id is null
+                     else m.handled_by_operator_id = new.handled_by_operator_id end)) then
+        return null;  -- the first message stands
     end if;
 
     if new.sender_type = 'operator' then
-        -- The assignee exists (a foreign key says so); anyone else is looked
-        -- up only to tell an unknown operator (23503) from a wrong one.
-        if new.handled_by_operator_id is distinct from v_chat.assigned_operator_id
-           and (new.handled_by_operator_id is null
-                or not exists (select 1 from chatdesk.operators where id = new.handled_by_operator_id)) then
-            raise exception using errcode = '23503',
-                message = format('chatdesk: operator %s does not exist (chat %s)',
-                                 coalesce(new.handled_by_operator_id::text, 'null'), new.chat_id);
-        end if;
-        if v_chat.chat_state = 'closed' then
-            raise exception using errcode = 'CD005',
-                message = format('chatdesk: chat %s is closed; operator %s cannot write to it',
-                                 new.chat_id, new.handled_by_operator_id);
-        end if;
         if v_chat.assigned_operator_id is distinct from new.handled_by_operator_id then
-            raise exception using errcode = 'CD001',
-                message = format('chatdesk: operator %s is not the assignee of chat %s (%s, assignee %s)',
-                                 new.handled_by_operator_id, new.chat_id, v_chat.chat_state,
-                                 coalesce(v_chat.assigned_operator_id::text, 'none'));
+            perform chatdesk.refuse_operator_message(v_chat, new.handled_by_operator_id);
         end if;
     elsif new.handled_by_operator_id is not null then
         raise exception using errcode = '23514',
@@ -169,9 +192,9 @@ begin
                              old.id, old.chat_id,
                              case when new.chat_id is distinct from old.chat_id then ', not to chat ' || coalesce(new.chat_id::text, 'null') else '' end);
     end if;
-    if new.body is null or btrim(new.body, E' \t\r\n') = '' then
+    if chatdesk.is_blank(new.body) then
         raise exception using errcode = '23514',
-            message = format('chatdesk: message %s (chat %s): body must not be empty', old.id, old.chat_id);
+            message = format('chatdesk: message %s (chat %s): body must not be blank', old.id, old.chat_id);
     end if;
     return new;
 end;

@@ -1,7 +1,25 @@
 -- ---------------------------------------------------------------------------
--- API: operators and real users.
+-- API: operators and real users. Creating and changing people is
+-- maintenance (a backend's); heartbeat is the operator's own.
 -- ---------------------------------------------------------------------------
-create or replace function chatdesk.create_operator(p_name text, p_max_concurrent_chats int default 1)
+create or replace function chatdesk.check_name(p_what text, p_name text)
+returns void
+language plpgsql
+immutable
+as $$
+begin
+    -- Refuses a null, blank (only whitespace or invisible characters) or
+    -- over-long (over 200 characters) name (23514).
+    if chatdesk.is_blank(p_name) or length(p_name) > 200 then
+        raise exception using errcode = '23514',
+            message = format('chatdesk: %s must have 1 to 200 visible characters, not %s',
+                             p_what, coalesce(quote_literal(left(p_name, 210)), 'null'));
+    end if;
+end;
+$$;
+
+create or replace function chatdesk.create_operator(p_name text, p_max_concurrent_chats int default 1,
+                                                    p_auth_user_id uuid default null)
 returns uuid
 language plpgsql
 security definer  -- inserts operators, which applications may not insert directly
@@ -11,29 +29,25 @@ as $$
 declare
     v_id uuid;
 begin
-    -- A new active operator. Refuses a blank name or a capacity outside 1..1000 (23514).
-    if chatdesk.current_operator_id() is not null then  -- an operator-scoped session
-        perform chatdesk.require_scope(null, 'create operators');
-    end if;
-    if p_name is null or btrim(p_name) = '' or length(p_name) > 200 then
-        raise exception using errcode = '23514',
-            message = format('chatdesk: operator name must have 1 to 200 characters, not %s',
-                             coalesce(quote_literal(p_name), 'null'));
-    end if;
+    -- A new active operator; p_auth_user_id links a web login (the JWT's
+    -- sub). Refuses a blank name or a capacity outside 1..1000 (23514), a
+    -- login already linked (23505), web callers and narrowed backends (42501).
+    perform chatdesk.require_backend('create operators');
+    perform chatdesk.check_name('operator name', p_name);
     if p_max_concurrent_chats is null or p_max_concurrent_chats not between 1 and 1000 then
         raise exception using errcode = '23514',
             message = format('chatdesk: max_concurrent_chats must be 1 to 1000, not %s',
                              coalesce(p_max_concurrent_chats::text, 'null'));
     end if;
-    insert into chatdesk.operators (name, max_concurrent_chats)
-    values (p_name, p_max_concurrent_chats)
+    insert into chatdesk.operators (name, max_concurrent_chats, auth_user_id)
+    values (p_name, p_max_concurrent_chats, p_auth_user_id)
     returning id into v_id;
     return v_id;
 end;
 $$;
 
-comment on function chatdesk.create_operator(text, int) is
-    'A new active operator. Refuses a blank name or a capacity outside 1..1000 (23514).';
+comment on function chatdesk.create_operator(text, int, uuid) is
+    'A new active operator (capacity 1..1000); p_auth_user_id links a web login (the JWT''s sub).';
 
 create or replace function chatdesk.set_operator_active(p_operator_id uuid, p_is_active boolean)
 returns void
@@ -45,11 +59,10 @@ as $$
 begin
     -- Takes an operator off (or back on) duty. An inactive operator cannot
     -- claim; chats already assigned stay until answered, released or idle.
-    if chatdesk.current_operator_id() is not null then  -- an operator-scoped session
-        perform chatdesk.require_scope(null, 'change who is active');
-    end if;
+    perform chatdesk.require_backend('change who is active');
     if p_is_active is null then
-        raise exception using errcode = '23514', message = 'chatdesk: is_active must be true or false';
+        raise exception using errcode = '23514',
+            message = format('chatdesk: is_active of operator %s must be true or false', p_operator_id);
     end if;
     update chatdesk.operators set is_active = p_is_active where id = p_operator_id;
     if not found then
@@ -62,7 +75,7 @@ $$;
 comment on function chatdesk.set_operator_active(uuid, boolean) is
     'Takes an operator off or back on duty; an inactive operator cannot claim (CD003).';
 
-create or replace function chatdesk.create_real_user(p_display_name text)
+create or replace function chatdesk.create_real_user(p_display_name text, p_auth_user_id uuid default null)
 returns uuid
 language plpgsql
 security definer  -- inserts users regardless of the caller's row-level security scope
@@ -72,22 +85,54 @@ as $$
 declare
     v_id uuid;
 begin
-    -- A new real user. Refuses a blank or over-long name (23514).
-    if chatdesk.current_operator_id() is not null then  -- an operator-scoped session
-        perform chatdesk.require_scope(null, 'create users');
-    end if;
-    if p_display_name is null or btrim(p_display_name) = '' or length(p_display_name) > 200 then
-        raise exception using errcode = '23514',
-            message = format('chatdesk: display name must have 1 to 200 characters, not %s',
-                             coalesce(quote_literal(p_display_name), 'null'));
-    end if;
-    insert into chatdesk.real_users (display_name) values (p_display_name) returning id into v_id;
+    -- A new real user; p_auth_user_id links a web login (the JWT's sub).
+    -- Refuses a blank or over-long name (23514), a login already linked
+    -- (23505), web callers and narrowed backends (42501).
+    perform chatdesk.require_backend('create real users');
+    perform chatdesk.check_name('display name', p_display_name);
+    insert into chatdesk.real_users (display_name, auth_user_id)
+    values (p_display_name, p_auth_user_id)
+    returning id into v_id;
     return v_id;
 end;
 $$;
 
-comment on function chatdesk.create_real_user(text) is
-    'A new real user. Refuses a blank or over-long name (23514).';
+comment on function chatdesk.create_real_user(text, uuid) is
+    'A new real user; p_auth_user_id links a web login (the JWT''s sub).';
+
+create or replace function chatdesk.link_auth_user(p_operator_id uuid, p_real_user_id uuid, p_auth_user_id uuid)
+returns void
+language plpgsql
+security definer  -- updates people, which applications may not update
+set search_path = chatdesk, pg_temp
+set lock_timeout = '5s'  -- a stuck session cannot hang every operator
+as $$
+begin
+    -- Links (or with p_auth_user_id null, unlinks) a web login to an existing
+    -- operator or real user: name exactly one of the two. Refuses an unknown
+    -- person (23503), a login already linked elsewhere (23505), web callers
+    -- and narrowed backends (42501).
+    perform chatdesk.require_backend('link web logins');
+    if (p_operator_id is null) = (p_real_user_id is null) then
+        raise exception using errcode = '23514',
+            message = format('chatdesk: name either an operator or a real user to link, not %s and %s',
+                             coalesce(p_operator_id::text, 'null'), coalesce(p_real_user_id::text, 'null'));
+    end if;
+    if p_operator_id is not null then
+        update chatdesk.operators set auth_user_id = p_auth_user_id where id = p_operator_id;
+    else
+        update chatdesk.real_users set auth_user_id = p_auth_user_id where id = p_real_user_id;
+    end if;
+    if not found then
+        raise exception using errcode = '23503',
+            message = format('chatdesk: %s does not exist',
+                             coalesce('operator ' || p_operator_id, 'real user ' || p_real_user_id));
+    end if;
+end;
+$$;
+
+comment on function chatdesk.link_auth_user(uuid, uuid, uuid) is
+    'Links a web login (the JWT''s sub) to an existing operator or real user (name one); null unlinks.';
 
 create or replace function chatdesk.heartbeat(p_operator_id uuid)
 returns void
@@ -101,9 +146,7 @@ declare
 begin
     -- Marks the operator as present: idle release measures from the latest
     -- of this, their last message and their last claim.
-    if chatdesk.current_operator_id() is not null then  -- an operator-scoped session
-        perform chatdesk.require_scope(p_operator_id, 'send a heartbeat');
-    end if;
+    perform chatdesk.require_operator(p_operator_id, 'send a heartbeat');
     update chatdesk.operators
        set last_seen_at = v_now,
            last_active_at = greatest(last_active_at, v_now)

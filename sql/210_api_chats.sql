@@ -12,10 +12,9 @@ as $$
 declare
     v_id uuid;
 begin
-    -- A new chat in waiting_real_user_reply. Refuses an unknown user (23503).
-    if chatdesk.current_operator_id() is not null then  -- an operator-scoped session
-        perform chatdesk.require_scope(null, 'start chats');
-    end if;
+    -- A new chat in waiting_real_user_reply. Refuses an unknown user
+    -- (23503), and anyone but that user or a backend (42501).
+    perform chatdesk.require_real_user(p_real_user_id, 'start a chat');
     if p_real_user_id is null or not exists (select 1 from chatdesk.real_users where id = p_real_user_id) then
         raise exception using errcode = '23503',
             message = format('chatdesk: real user %s does not exist', coalesce(p_real_user_id::text, 'null'));
@@ -40,14 +39,18 @@ declare
     v_id bigint;
 begin
     -- The user's message; moves a waiting or closed chat into the queue.
-    -- The same (chat, client_message_id) again returns the first message's id.
-    -- (An operator-scoped session is refused by the message trigger, 42501.)
+    -- The same (chat, client_message_id) from the user again returns the
+    -- first message's id. A web caller may write only to its own chats
+    -- (42501); a backend narrowed to an operator is refused by the message
+    -- trigger (42501).
+    perform chatdesk.require_own_chat(p_chat_id, 'write to');
     insert into chatdesk.messages (chat_id, sender_type, body, client_message_id)
     values (p_chat_id, 'real_user', p_body, p_client_message_id)
     returning id into v_id;
     if v_id is null then  -- the trigger recognised a retry and wrote nothing
-        select id into v_id from chatdesk.messages
-         where chat_id = p_chat_id and client_message_id = p_client_message_id;
+        select m.id into v_id from chatdesk.messages m
+         where m.chat_id = p_chat_id and m.client_message_id = p_client_message_id
+           and m.sender_type = 'real_user' and m.handled_by_operator_id is null;
     end if;
     return v_id;
 end;
@@ -75,7 +78,9 @@ begin
     -- operator had seen (null: everything). If the user wrote after it, the
     -- chat stays assigned and user_replied_meanwhile is true; otherwise the
     -- chat goes back to waiting_real_user_reply. A retry with the same client
-    -- id returns the first message, even after the chat has moved on.
+    -- id returns the first message, even after the chat has moved on. Only
+    -- that operator, or a backend, may act as p_operator_id (42501).
+    perform chatdesk.require_operator(p_operator_id, 'write messages');
     insert into chatdesk.messages (chat_id, sender_type, handled_by_operator_id, body,
                                    client_message_id, seen_message_id)
     values (p_chat_id, 'operator', p_operator_id, p_body, p_client_message_id, p_seen_message_id)
@@ -92,7 +97,8 @@ begin
         end if;
     else
         select m.id, m.seen_message_id into v_id, v_seen from chatdesk.messages m
-         where m.chat_id = p_chat_id and m.client_message_id = p_client_message_id;
+         where m.chat_id = p_chat_id and m.client_message_id = p_client_message_id
+           and m.sender_type = 'operator' and m.handled_by_operator_id = p_operator_id;
     end if;
     -- a retry: the first message, the chat as it is now, and whether the user
     -- had written after what the operator saw when the first one was sent
@@ -119,24 +125,31 @@ set search_path = chatdesk, pg_temp
 set lock_timeout = '5s'  -- a stuck session cannot hang every operator
 as $$
 declare
-    v_state    text;
-    v_assignee uuid;
+    v_chat chatdesk.chats%rowtype;
 begin
-    -- Closes a chat from any open state. Refuses an unknown chat (23503) and
-    -- a chat that is already closed (CD002). A later user message reopens it.
-    select c.chat_state, c.assigned_operator_id into v_state, v_assignee
-      from chatdesk.chats c where c.id = p_chat_id for no key update;
-    if not found then
+    -- Closes a chat from any open state. A later user message reopens it.
+    -- Refuses an unknown chat (23503) and a chat that is already closed
+    -- (CD002). A web caller may close its own user's chats and the chats
+    -- assigned to it (42501 otherwise, the same answer for an unknown chat);
+    -- a backend narrowed to an operator, only that operator's chats (CD001).
+    select * into v_chat from chatdesk.chats c where c.id = p_chat_id for no key update;
+    if chatdesk.is_web_caller() then
+        if not found or (v_chat.real_user_id is distinct from chatdesk.web_real_user_id()
+                         and v_chat.assigned_operator_id is distinct from chatdesk.web_operator_id()) then
+            raise exception using errcode = '42501',
+                message = format('chatdesk: %s may not close chat %s',
+                                 chatdesk.web_caller_name(), coalesce(p_chat_id::text, 'null'));
+        end if;
+    elsif not found then
         raise exception using errcode = '23503',
             message = format('chatdesk: chat %s does not exist', coalesce(p_chat_id::text, 'null'));
-    end if;
-    if chatdesk.current_operator_id() is not null
-       and v_assignee is distinct from chatdesk.current_operator_id() then
+    elsif chatdesk.current_operator_id() is not null
+          and v_chat.assigned_operator_id is distinct from chatdesk.current_operator_id() then
         raise exception using errcode = 'CD001',
             message = format('chatdesk: operator %s is not the assignee of chat %s and cannot close it',
                              chatdesk.current_operator_id(), p_chat_id);
     end if;
-    if v_state = 'closed' then
+    if v_chat.chat_state = 'closed' then
         raise exception using errcode = 'CD002',
             message = format('chatdesk: chat %s is already closed', p_chat_id);
     end if;

@@ -50,9 +50,8 @@ begin
     -- guard then checks and counts the claim under the operator's row lock,
     -- so two claims by one operator cannot both pass its capacity. Refuses:
     -- unknown operator (23503), inactive (CD003), at max_concurrent_chats (CD004).
-    if chatdesk.current_operator_id() is not null then  -- an operator-scoped session
-        perform chatdesk.require_scope(p_operator_id, 'claim');
-    end if;
+    -- Only that operator, or a backend, may claim for p_operator_id (42501).
+    perform chatdesk.require_operator(p_operator_id, 'claim');
     -- Checked first without a lock, so a refused claim takes no chat.
     select * into v_op from chatdesk.operators where id = p_operator_id;
     perform chatdesk.check_claim(v_op, p_operator_id, null, v_op.assigned_chats + 1);
@@ -88,12 +87,17 @@ declare
     v_chat chatdesk.chats%rowtype;
 begin
     -- The assignee hands the chat back; it returns to its old place in the
-    -- queue (queued_at kept). Refuses an unknown chat or operator (23503) and
-    -- anyone but the assignee (CD001).
-    if chatdesk.current_operator_id() is not null then  -- an operator-scoped session
-        perform chatdesk.require_scope(p_operator_id, 'release chats');
-    end if;
+    -- queue (queued_at kept). Refuses an unknown chat or operator (23503),
+    -- anyone but the assignee (CD001), and acting as another operator
+    -- (42501). A web caller hears only "not the assignee" about chats it does
+    -- not hold, unknown ones included.
+    perform chatdesk.require_operator(p_operator_id, 'release chats');
     select * into v_chat from chatdesk.chats where id = p_chat_id for no key update;
+    if chatdesk.is_web_caller() and v_chat.assigned_operator_id is distinct from p_operator_id then
+        raise exception using errcode = 'CD001',
+            message = format('chatdesk: operator %s is not the assignee of chat %s',
+                             p_operator_id, coalesce(p_chat_id::text, 'null'));
+    end if;
     if not found then
         raise exception using errcode = '23503',
             message = format('chatdesk: chat %s does not exist (operator %s)',
@@ -135,10 +139,12 @@ begin
     -- operator has not been active (heartbeat, message, claim) since
     -- clock() - p_idle_after. SKIP LOCKED lets several schedulers run at once:
     -- a chat being written to right now is not idle, and each chat is released
-    -- by one of them. Refuses a missing or non-positive interval (23514).
-    if p_idle_after is null or p_idle_after <= interval '0' then
+    -- by one of them. Refuses a missing, non-positive or absurd (over 30
+    -- days) interval (23514); web callers and narrowed backends (42501).
+    perform chatdesk.require_backend('release idle chats');
+    if p_idle_after is null or p_idle_after <= interval '0' or p_idle_after > interval '30 days' then
         raise exception using errcode = '23514',
-            message = format('chatdesk: idle_after must be a positive interval, not %s',
+            message = format('chatdesk: idle_after must be a positive interval of at most 30 days, not %s',
                              coalesce(p_idle_after::text, 'null'));
     end if;
     v_cutoff := chatdesk.clock() - p_idle_after;

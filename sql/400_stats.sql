@@ -19,8 +19,10 @@ begin
     -- set-based statement. With p_operator_id null: every active operator,
     -- every operator with messages that day, and every operator who already
     -- has a row for it; otherwise that one operator. Returns rows written.
-    if p_date is null then
-        raise exception using errcode = '23514', message = 'chatdesk: stats date must not be null';
+    if p_date is null or not isfinite(p_date) or p_date < date '2000-01-01' or p_date > chatdesk.stats_today() + 1 then
+        raise exception using errcode = '23514',
+            message = format('chatdesk: stats date must be a day from 2000-01-01 to tomorrow in %s, not %s',
+                             v_tz, coalesce(p_date::text, 'null'));
     end if;
     v_from := p_date::timestamp at time zone v_tz;
     v_to := (p_date + 1)::timestamp at time zone v_tz;
@@ -92,7 +94,9 @@ set search_path = chatdesk, pg_temp
 set lock_timeout = '5s'  -- a stuck session cannot hang every operator
 as $$
 begin
-    -- Every operator's row for p_date in one set-based pass; returns rows written.
+    -- Every operator's row for p_date in one set-based pass; returns rows
+    -- written. For backends only (42501).
+    perform chatdesk.require_backend('roll up stats');
     return chatdesk.write_operator_stats(p_date, null);
 end;
 $$;
@@ -109,7 +113,9 @@ set lock_timeout = '5s'  -- a stuck session cannot hang every operator
 as $$
 begin
     -- One operator's row for p_date; the same figures the rollup writes.
-    -- Refuses an unknown operator (23503) or a null date (23514).
+    -- Refuses an unknown operator (23503), a date out of range (23514), web
+    -- callers and narrowed backends (42501).
+    perform chatdesk.require_backend('write stats');
     if p_operator_id is null or not exists (select 1 from chatdesk.operators where id = p_operator_id) then
         raise exception using errcode = '23503',
             message = format('chatdesk: operator %s does not exist', coalesce(p_operator_id::text, 'null'));

@@ -1,15 +1,17 @@
 -- ---------------------------------------------------------------------------
 -- Function privileges, re-applied on every migrate (functions are re-created
 -- from sql/, and a new function is executable by PUBLIC until revoked).
+-- Table privileges are in the migrations; row-level security in 940.
 -- ---------------------------------------------------------------------------
 revoke all on all functions in schema chatdesk from public;
 
--- What applications call. The writing ones run as the owner (security
--- definer); the rules in the triggers apply all the same.
+-- A trusted backend: every function of the contract. The writing ones run as
+-- the owner (security definer); the rules in the triggers apply all the same.
 grant execute on function
-    chatdesk.create_operator(text, int),
+    chatdesk.create_operator(text, int, uuid),
     chatdesk.set_operator_active(uuid, boolean),
-    chatdesk.create_real_user(text),
+    chatdesk.create_real_user(text, uuid),
+    chatdesk.link_auth_user(uuid, uuid, uuid),
     chatdesk.start_chat(uuid),
     chatdesk.send_user_message(uuid, text, text),
     chatdesk.send_operator_message(uuid, uuid, text, text, bigint),
@@ -20,14 +22,33 @@ grant execute on function
     chatdesk.release_idle_chats(interval),
     chatdesk.update_operator_stats(uuid, date),
     chatdesk.rollup_operator_stats(date),
+    chatdesk.act_as_operator(uuid),
     chatdesk.stats_today(),
     chatdesk.stats_time_zone(),
     chatdesk.clock(),
-    chatdesk.current_operator_id()
+    chatdesk.current_operator_id(),
+    -- what current_operator_id() reads, when a policy calls it as the caller
+    chatdesk.transaction_mark(),
+    chatdesk.is_web_caller(),
+    chatdesk.caller_role()
     to chatdesk_app;
 
--- Helpers that row-level security policies and invoker-rights views call.
-grant execute on function chatdesk.current_operator_id() to chatdesk_reporting;
-grant select on chatdesk.operator_load to chatdesk_app, chatdesk_reporting;
-grant select on chatdesk.chat_counters_actual to chatdesk_app;
+-- A browser through PostgREST / Supabase: what an operator or a visitor does
+-- as itself (each function checks who the JWT says the caller is), and the
+-- identity functions its row-level security policies call.
+grant execute on function
+    chatdesk.start_chat(uuid),
+    chatdesk.send_user_message(uuid, text, text),
+    chatdesk.send_operator_message(uuid, uuid, text, text, bigint),
+    chatdesk.claim_next_chat(uuid),
+    chatdesk.release_chat(uuid, uuid),
+    chatdesk.close_chat(uuid),
+    chatdesk.heartbeat(uuid),
+    chatdesk.web_operator_id(),
+    chatdesk.web_real_user_id()
+    to chatdesk_web;
+
+-- Views (re-created with their privileges kept; granted here so a new one is too).
+grant select on chatdesk.operator_load to chatdesk_app, chatdesk_reporting, chatdesk_web;
+grant select on chatdesk.chat_counters_actual, chatdesk.operator_counters_actual to chatdesk_app;
 grant execute on function chatdesk.stats_time_zone() to chatdesk_reporting;

@@ -2,7 +2,7 @@
 -- psql -v ON_ERROR_STOP=1 -f sql/load.sql works too.
 \ir 010_clock.sql
 \ir 020_settings.sql
-\ir 030_scope.sql
+\ir 030_identity.sql
 \ir 100_chats.sql
 \ir 105_counters.sql
 \ir 110_messages.sql

@@ -74,4 +74,48 @@ begin
 end;
 $$;
 
+create or replace function chatdesk_test.as_caller(p_caller text, p_sql text)
+returns text
+language plpgsql
+as $$
+declare
+    v_role   text;
+    v_claims text := '';
+    v_value  text;
+begin
+    -- Runs p_sql as one kind of caller and returns its first value as text.
+    -- A web caller is set up the way PostgREST makes a request: one
+    -- transaction, `set local role`, then the claims with set_config(.., true).
+    --   backend            chatdesk_app
+    --   backend:NAME       chatdesk_app, narrowed to operator NAME (act_as_operator)
+    --   reporting          chatdesk_reporting
+    --   web                chatdesk_web without claims
+    --   web:NAME           chatdesk_web, claims {"sub": <fixture NAME>}
+    --   web-claims:TEXT    chatdesk_web, claims TEXT as given (malformed ones too)
+    -- A refusal aborts the statement, and the role goes with it.
+    v_role := case when p_caller = 'backend' or p_caller like 'backend:%' then 'chatdesk_app'
+                   when p_caller = 'reporting' then 'chatdesk_reporting'
+                   when p_caller = 'web' or p_caller like 'web:%' or p_caller like 'web-claims:%' then 'chatdesk_web'
+              end;
+    if v_role is null then
+        raise exception 'chatdesk_test: unknown caller %', p_caller;
+    end if;
+    if p_caller like 'web:%' then
+        v_claims := json_build_object('sub', chatdesk_test.id(substr(p_caller, 5)), 'role', 'authenticated')::text;
+    elsif p_caller like 'web-claims:%' then
+        v_claims := substr(p_caller, 12);
+    end if;
+    execute format('set local role %I', v_role);
+    perform set_config('request.jwt.claims', v_claims, true);
+    if p_caller like 'backend:%' then
+        perform chatdesk.act_as_operator(chatdesk_test.id(substr(p_caller, 9)));
+    end if;
+    execute p_sql into v_value;
+    reset role;
+    perform set_config('request.jwt.claims', '', true);
+    perform set_config('chatdesk.operator_scope', '', true);
+    return v_value;
+end;
+$$;
+
 grant execute on all functions in schema chatdesk_test to public;

@@ -77,6 +77,21 @@ CASES = [
     ("update_operator_stats: unknown operator", f"select update_operator_stats('{UNKNOWN}', '2026-01-01')", NOT_FOUND),
     ("update_operator_stats: null date", "select update_operator_stats('{op}', null)", OUT_OF_RANGE),
     ("rollup_operator_stats: null date", "select rollup_operator_stats(null)", OUT_OF_RANGE),
+    # blank is blank in every script: Unicode spaces and invisible format characters
+    *[(f"send_user_message: body of U+{ord(ch):04X} only", f"select send_user_message('{{chat}}', E'{ch * 3}')", OUT_OF_RANGE)
+      for ch in ("\u00a0", "\u200b", "\u3000", "\ufeff", "\u2003", "\u2060", "\u180e")],
+    ("send_user_message: a mix of invisible characters", "select send_user_message('{chat}', E' \\u200B\\u00A0\\t\\uFEFF\\u3000 ')", OUT_OF_RANGE),
+    ("send_operator_message: invisible body", "select * from send_operator_message('{chat}', '{busy}', E'\\u200B\\u200C\\u200D')", OUT_OF_RANGE),
+    ("create_operator: name of no-break spaces", "select create_operator(E'\\u00A0\\u00A0')", OUT_OF_RANGE),
+    ("create_real_user: name of ideographic spaces", "select create_real_user(E'\\u3000')", OUT_OF_RANGE),
+    ("create_operator: a web login already linked", "select create_operator('twin', 1, (select auth_user_id from operators where auth_user_id is not null limit 1))", "23505"),
+    # dates and intervals: in range, or refused with 23514 (never 22008)
+    ("rollup_operator_stats: infinity", "select rollup_operator_stats('infinity')", OUT_OF_RANGE),
+    ("rollup_operator_stats: -infinity", "select rollup_operator_stats('-infinity')", OUT_OF_RANGE),
+    ("rollup_operator_stats: before 2000", "select rollup_operator_stats('1999-12-31')", OUT_OF_RANGE),
+    ("rollup_operator_stats: the day after tomorrow", "select rollup_operator_stats(current_date + 2)", OUT_OF_RANGE),
+    ("update_operator_stats: infinity", "select update_operator_stats('{op}', 'infinity')", OUT_OF_RANGE),
+    ("release_idle_chats: absurd interval", "select release_idle_chats('1 year')", OUT_OF_RANGE),
     ("direct insert: unknown sender type", "insert into messages (chat_id, sender_type, body) values ('{chat}', 'robot', 'x')", OUT_OF_RANGE),
     ("direct insert: null sender type", "insert into messages (chat_id, body) values ('{chat}', 'x')", OUT_OF_RANGE),
     ("direct update: queued -> assigned without naming the event", "update chats set chat_state = 'assigned', assigned_operator_id = '{op}' where id = '{queued}'", BAD_TRANSITION),
@@ -102,7 +117,7 @@ SNAPSHOT = """
 def test_every_refusal_has_its_sqlstate_and_writes_nothing(db_url):
     with connect(db_url) as conn:
         ids = {
-            "op": conn.execute("select create_operator('free', 2)").fetchone()[0],
+            "op": conn.execute("select create_operator('free', 2, gen_random_uuid())").fetchone()[0],
             "busy": conn.execute("select create_operator('busy', 1)").fetchone()[0],
             "idle_op": conn.execute("select create_operator('away')").fetchone()[0],
         }

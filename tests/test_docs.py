@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 
 import click
-
 from chatdesk.cli import cli
 from conftest import ROOT
 

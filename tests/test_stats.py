@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
@@ -163,7 +164,9 @@ def test_overlapping_rollups_wait_or_skip(db_url):
     assert skipped.returncode == 0 and "Another rollup holds the lock" in skipped.stdout
     waiting = subprocess.Popen([sys.executable, "-m", "chatdesk", "--database-url", db_url, "rollup", "--json"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    chatdesk_backends(db_url, "wait_event = 'advisory'")  # the second rollup waits for the lock
+    chatdesk_backends(db_url)  # the second rollup is connected, and polls for the lock
+    time.sleep(1.0)
+    assert waiting.poll() is None, "the second rollup did not wait"
     with connect(db_url) as watcher:
         assert watcher.execute("select count(*) from operator_daily_stats").fetchone()[0] == 0
     holder.close()  # releases the lock

@@ -44,9 +44,10 @@ INVARIANTS = {
         select count(*) from (select from_state, lag(to_state) over (partition by chat_id order by id) as prev
                                 from chat_events) e
          where e.prev is not null and e.from_state is distinct from e.prev""",
-    "one message per client id": """
+    "one message per client id and sender": """
         select count(*) from (select 1 from messages where client_message_id is not null
-                               group by chat_id, client_message_id having count(*) > 1) d""",
+                               group by chat_id, sender_type, handled_by_operator_id, client_message_id
+                               having count(*) > 1) d""",
 }
 
 

@@ -204,6 +204,22 @@ def schedule(database_url, idle_every, idle_after, rollup_every) -> None:
     scheduler.run_forever()
 
 
+@cli.command("create-login")
+@click.argument("name")
+@click.option("--kind", type=click.Choice(["app", "web", "reporting"]), required=True,
+              help="app: a trusted backend; web: PostgREST's authenticator (switches into chatdesk_web); "
+                   "reporting: dashboards.")
+@click.option("--password", envvar="CHATDESK_LOGIN_PASSWORD", show_envvar=True, default=None,
+              help="Its password (better from the environment than the command line).")
+@click.pass_obj
+def create_login(database_url, name, kind, password) -> None:
+    """Create a login role for one kind of caller, with statement, lock and idle-in-transaction timeouts."""
+    from chatdesk.logins import create_login as create
+
+    for statement in create(database_url, name, kind, password):
+        click.echo(statement + ";")
+
+
 @cli.command()
 @click.option("--seed", type=int, default=7, show_default=True, help="Random seed: the same seed, the same day.")
 @click.option("--operators", type=click.IntRange(1, 500), default=24, show_default=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 
 import psycopg
@@ -45,11 +46,18 @@ def libpq_env(conninfo: str | None) -> dict:
 
 @contextlib.contextmanager
 def advisory_lock(conn: psycopg.Connection, key: int, *, wait: bool = True) -> Iterator[bool]:
-    """Hold a session-level advisory lock; yields False (and holds nothing) if wait=False and it is taken."""
-    if wait:
-        conn.execute("select pg_advisory_lock(%s)", (key,))
-        got = True
-    else:
+    """Hold a session-level advisory lock; yields False (and holds nothing) if wait=False and it is taken.
+
+    Waiting polls with pg_try_advisory_lock rather than blocking in
+    pg_advisory_lock: a blocked statement keeps a snapshot open, and a
+    CREATE INDEX CONCURRENTLY run by the lock's holder waits for every such
+    snapshot, so two migrates would wait on each other until lock_timeout.
+    """
+    got = conn.execute("select pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
+    pause = 0.05
+    while wait and not got:
+        time.sleep(pause)
+        pause = min(pause * 2, 0.5)
         got = conn.execute("select pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
     try:
         yield got

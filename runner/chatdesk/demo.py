@@ -265,9 +265,10 @@ INVARIANTS = {
     "chats whose state differs from their last logged event": """
         select count(*) from chatdesk.chats c
          where c.chat_state <> (select e.to_state from chatdesk.chat_events e where e.chat_id = c.id order by e.id desc limit 1)""",
-    "duplicate (chat, client_message_id) messages": """
+    "duplicate (chat, sender, client_message_id) messages": """
         select count(*) from (select 1 from chatdesk.messages where client_message_id is not null
-                               group by chat_id, client_message_id having count(*) > 1) d""",
+                               group by chat_id, sender_type, handled_by_operator_id, client_message_id
+                               having count(*) > 1) d""",
     "assigned chats without an operator, or unassigned chats with one": """
         select count(*) from chatdesk.chats where (chat_state = 'assigned') <> (assigned_operator_id is not null)""",
 }

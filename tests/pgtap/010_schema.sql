@@ -2,7 +2,7 @@
 begin;
 create extension if not exists pgtap;
 set local search_path = chatdesk, public;
-select plan(33);
+select plan(36);
 
 select has_schema('chatdesk', 'schema chatdesk exists');
 select has_table('chatdesk', t, 'table chatdesk.' || t || ' exists')
@@ -10,7 +10,8 @@ select has_table('chatdesk', t, 'table chatdesk.' || t || ' exists')
                     'chat_events', 'settings']) as t;
 select columns_are('chatdesk', 'operators',
     array['id', 'name', 'is_active', 'max_concurrent_chats', 'total_messages', 'assigned_chats', 'last_seen_at',
-          'last_active_at', 'created_at'], 'operators has the contract''s columns (and assigned_chats)');
+          'last_active_at', 'created_at', 'auth_user_id'], 'operators has the contract''s columns (and assigned_chats)');
+select has_column('chatdesk', 'real_users', 'auth_user_id', 'real_users.auth_user_id links a web login');
 select has_column('chatdesk', 'chats', c, 'chats.' || c || ' exists')
   from unnest(array['id', 'real_user_id', 'chat_state', 'assigned_operator_id', 'message_count',
                     'last_message_at', 'queued_at']) as c;
@@ -24,6 +25,10 @@ select has_function('chatdesk', f, 'function chatdesk.' || f || ' exists')
                     'rollup_operator_stats']) as f;
 select function_returns('chatdesk', 'send_user_message', array['uuid', 'text', 'text'], 'bigint',
     'send_user_message returns the message id');
+select function_returns('chatdesk', 'create_operator', array['text', 'integer', 'uuid'], 'uuid',
+    'create_operator takes an optional auth_user_id');
+select function_returns('chatdesk', 'create_real_user', array['text', 'uuid'], 'uuid',
+    'create_real_user takes an optional auth_user_id');
 
 select * from finish();
 rollback;

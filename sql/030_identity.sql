@@ -1,0 +1,248 @@
+-- ---------------------------------------------------------------------------
+-- Who is calling, and what it may do. A caller never chooses its identity
+-- (docs/contract.md, "Who may do what"):
+--   * a web caller (the role it runs as is chatdesk_web, or a member of it,
+--     such as Supabase's `authenticated`) is the JWT's `sub` that PostgREST
+--     sets per request in request.jwt.claims, matched to
+--     operators.auth_user_id / real_users.auth_user_id. No claims, a
+--     malformed claim or an unknown sub: nobody, refused everything (42501).
+--   * anyone else who may call the functions (chatdesk_app, the owner) is a
+--     trusted backend acting for whom its parameters name. It may narrow
+--     itself to one operator for one transaction with act_as_operator(): a
+--     self-check for its own code, not a security boundary.
+-- ---------------------------------------------------------------------------
+
+create or replace function chatdesk.caller_role()
+returns name
+language sql
+stable
+as $$
+    -- The role the caller runs as: what `set [local] role` chose (PostgREST
+    -- switches per request), else the login. Inside a security definer
+    -- function current_user is the owner, but the role setting is the caller's.
+    select case when current_setting('role') = 'none' then session_user
+                else current_setting('role')::name end;
+$$;
+
+create or replace function chatdesk.is_web_caller()
+returns boolean
+language sql
+stable
+as $$
+    -- True for a caller that reached the database as chatdesk_web or a member
+    -- of it (membership of any kind, so a role granted both chatdesk_web and
+    -- chatdesk_app is treated as web: fail closed). A superuser is not web
+    -- (is_superuser follows `set role`, not security definer).
+    select current_setting('is_superuser') = 'off'
+       and pg_has_role(chatdesk.caller_role(), 'chatdesk_web', 'member');
+$$;
+
+create or replace function chatdesk.jwt_subject()
+returns uuid
+language plpgsql
+stable
+as $$
+declare
+    v_claims text := current_setting('request.jwt.claims', true);
+begin
+    -- The `sub` of this request's JWT claims as a uuid; null when there are
+    -- no claims, they are not JSON, or sub is missing or not a uuid.
+    if v_claims is null or v_claims = '' then
+        return null;
+    end if;
+    return (v_claims::jsonb ->> 'sub')::uuid;
+exception when others then  -- malformed claims identify nobody
+    return null;
+end;
+$$;
+
+create or replace function chatdesk.web_operator_id()
+returns uuid
+language sql
+stable
+security definer  -- reads operators past row-level security (the policies call it)
+set search_path = chatdesk, pg_temp
+as $$
+    -- The operator a web caller is (null for anyone else, or no match).
+    select o.id from chatdesk.operators o
+     where chatdesk.is_web_caller() and o.auth_user_id = chatdesk.jwt_subject();
+$$;
+
+create or replace function chatdesk.web_real_user_id()
+returns uuid
+language sql
+stable
+security definer  -- reads real_users past row-level security (the policies call it)
+set search_path = chatdesk, pg_temp
+as $$
+    -- The real user a web caller is (null for anyone else, or no match).
+    select u.id from chatdesk.real_users u
+     where chatdesk.is_web_caller() and u.auth_user_id = chatdesk.jwt_subject();
+$$;
+
+create or replace function chatdesk.web_caller_name()
+returns text
+language sql
+stable
+as $$
+    -- How a refusal names a web caller: only its own ids.
+    select coalesce('operator ' || chatdesk.web_operator_id(), 'real user ' || chatdesk.web_real_user_id(),
+                    'a web caller without a known identity');
+$$;
+
+create or replace function chatdesk.transaction_mark()
+returns text
+language sql
+stable
+as $$
+    -- Tells this transaction from every other one of the same session.
+    select pg_backend_pid() || '@' || extract(epoch from transaction_timestamp());
+$$;
+
+create or replace function chatdesk.act_as_operator(p_operator_id uuid)
+returns void
+language plpgsql
+as $$
+begin
+    -- For the rest of this transaction only, the backend acts for
+    -- p_operator_id: row-level security shows it that operator's chats, and
+    -- the functions refuse to act for anyone else (42501). Ends at commit or
+    -- rollback, so a pooled connection never carries it to another client.
+    if p_operator_id is null or not exists (select 1 from chatdesk.operators where id = p_operator_id) then
+        raise exception using errcode = '23503',
+            message = format('chatdesk: operator %s does not exist', coalesce(p_operator_id::text, 'null'));
+    end if;
+    perform set_config('chatdesk.operator_scope', p_operator_id || ' ' || chatdesk.transaction_mark(), true);
+end;
+$$;
+
+create or replace function chatdesk.current_operator_id()
+returns uuid
+language sql
+stable
+as $$
+    -- The operator a backend transaction acts for (act_as_operator), else
+    -- null. Honoured only in the transaction that set it: a session-level
+    -- setting, or one left from an earlier transaction, is ignored. Never
+    -- for web callers: their identity is their JWT.
+    select case when coalesce(current_setting('chatdesk.operator_scope', true), '') <> ''
+                     and split_part(current_setting('chatdesk.operator_scope', true), ' ', 2) = chatdesk.transaction_mark()
+                     and not chatdesk.is_web_caller()
+                then split_part(current_setting('chatdesk.operator_scope', true), ' ', 1)::uuid end;
+$$;
+
+create or replace function chatdesk.require_backend(p_action text)
+returns void
+language plpgsql
+stable
+as $$
+begin
+    -- Maintenance (creating people, idle release, stats, settings) is for a
+    -- backend acting for nobody in particular: refuses web callers and
+    -- transactions narrowed to one operator (42501).
+    if chatdesk.is_web_caller() then
+        raise exception using errcode = '42501',
+            message = format('chatdesk: %s may not %s', chatdesk.web_caller_name(), p_action);
+    end if;
+    if chatdesk.current_operator_id() is not null then
+        raise exception using errcode = '42501',
+            message = format('chatdesk: this transaction acts for operator %s and may not %s',
+                             chatdesk.current_operator_id(), p_action);
+    end if;
+end;
+$$;
+
+create or replace function chatdesk.require_operator(p_operator_id uuid, p_action text)
+returns void
+language plpgsql
+stable
+as $$
+declare
+    v_self uuid;
+begin
+    -- Refuses (42501) acting as p_operator_id unless the caller is that
+    -- operator: a web caller whose JWT is that operator's login, or a backend
+    -- (narrowed by act_as_operator to that operator, if at all).
+    if chatdesk.is_web_caller() then
+        v_self := chatdesk.web_operator_id();
+        if v_self is null or p_operator_id is distinct from v_self then
+            raise exception using errcode = '42501',
+                message = format('chatdesk: %s may not %s as operator %s',
+                                 chatdesk.web_caller_name(), p_action, coalesce(p_operator_id::text, 'null'));
+        end if;
+        return;
+    end if;
+    v_self := chatdesk.current_operator_id();
+    if v_self is not null and p_operator_id is distinct from v_self then
+        raise exception using errcode = '42501',
+            message = format('chatdesk: this transaction acts for operator %s and may not %s as operator %s',
+                             v_self, p_action, coalesce(p_operator_id::text, 'null'));
+    end if;
+end;
+$$;
+
+create or replace function chatdesk.require_real_user(p_real_user_id uuid, p_action text)
+returns void
+language plpgsql
+stable
+as $$
+begin
+    -- Refuses (42501) acting as real user p_real_user_id unless the caller is
+    -- that user's web login, or a backend not narrowed to an operator.
+    if chatdesk.is_web_caller() then
+        if p_real_user_id is null or p_real_user_id is distinct from chatdesk.web_real_user_id() then
+            raise exception using errcode = '42501',
+                message = format('chatdesk: %s may not %s as real user %s',
+                                 chatdesk.web_caller_name(), p_action, coalesce(p_real_user_id::text, 'null'));
+        end if;
+        return;
+    end if;
+    if chatdesk.current_operator_id() is not null then
+        raise exception using errcode = '42501',
+            message = format('chatdesk: this transaction acts for operator %s and may not %s as real user %s',
+                             chatdesk.current_operator_id(), p_action, coalesce(p_real_user_id::text, 'null'));
+    end if;
+end;
+$$;
+
+create or replace function chatdesk.require_own_chat(p_chat_id uuid, p_action text)
+returns void
+language plpgsql
+stable
+as $$
+begin
+    -- For a web caller: refuses (42501) unless p_chat_id is a chat of the
+    -- caller's own real user. An unknown chat gets the same answer as
+    -- another's, so a refusal tells nothing about chats the caller cannot see.
+    -- Backends pass (the message trigger checks operator-narrowed ones).
+    if chatdesk.is_web_caller()
+       and not exists (select 1 from chatdesk.chats c
+                        where c.id = p_chat_id and c.real_user_id = chatdesk.web_real_user_id()) then
+        raise exception using errcode = '42501',
+            message = format('chatdesk: %s may not %s chat %s',
+                             chatdesk.web_caller_name(), p_action, coalesce(p_chat_id::text, 'null'));
+    end if;
+end;
+$$;
+
+create or replace function chatdesk.is_blank(p_text text)
+returns boolean
+language sql
+immutable
+parallel safe
+as $$
+    -- True when p_text has nothing a person can see: only whitespace (ASCII
+    -- and Unicode: U+00A0, U+2000..U+200A, U+3000 ...) and invisible format
+    -- characters (U+200B..U+200F, U+2060..U+2064, U+FEFF ...). Null is blank.
+    select p_text is null
+        or p_text !~ '[^\s\u0085\u00a0\u00ad\u034f\u061c\u115f\u1160\u1680\u17b4\u17b5\u180b-\u180e\u2000-\u200f\u2028-\u202f\u205f-\u206f\u2800\u3000\u3164\ufe00-\ufe0f\ufeff\uffa0]';
+$$;
+
+comment on function chatdesk.act_as_operator(uuid) is
+    'For the rest of this transaction, a backend acts only for this operator (row-level security and the functions follow). A self-check, not a security boundary.';
+comment on function chatdesk.current_operator_id() is
+    'The operator this backend transaction acts for (act_as_operator), else null.';
+comment on function chatdesk.web_operator_id() is
+    'The operator whose auth_user_id is the JWT''s sub of this web request; null otherwise.';
+comment on function chatdesk.web_real_user_id() is
+    'The real user whose auth_user_id is the JWT''s sub of this web request; null otherwise.';

@@ -1,0 +1,249 @@
+"""Who may do what, as a matrix generated from the catalog: every function,
+table and view of the chatdesk schema against every kind of caller.
+
+Each cell is either allowed or refused with 42501, and nothing of another
+identity shows: not in rows, not through views, not in EXPLAIN, not in a
+refusal's message. A function or relation the matrix does not classify fails
+the test, so a new one cannot escape it.
+
+Web callers are set up as PostgREST does per request: one transaction,
+`set local role chatdesk_web`, then the claims with set_config(..., true).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+
+import psycopg
+import pytest
+from chatdesk.errors import NOT_ALLOWED
+
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+# caller -> (role, claims as a function of the fixture ids; None: no claims)
+CALLERS = {
+    "backend": ("chatdesk_app", None),
+    "reporting": ("chatdesk_reporting", None),
+    "web_op_a": ("chatdesk_web", lambda f: json.dumps({"sub": f["a_login"], "role": "authenticated"})),
+    "web_op_b": ("chatdesk_web", lambda f: json.dumps({"sub": f["b_login"], "role": "authenticated"})),
+    "web_visitor": ("chatdesk_web", lambda f: json.dumps({"sub": f["v_login"], "role": "authenticated"})),
+    "web_nobody": ("chatdesk_web", None),
+    "web_malformed": ("chatdesk_web", lambda f: '{"sub": "' + f["a_login"]),
+    "web_unknown": ("chatdesk_web", lambda f: json.dumps({"sub": str(uuid.uuid4())})),
+}
+WEB = {c for c, (role, _) in CALLERS.items() if role == "chatdesk_web"}
+NOBODY = {"web_nobody", "web_malformed", "web_unknown"}
+
+# The fixture ids each web caller may see named: itself, its chats, the queue
+# (operators), and the visitors of its chats.
+VISIBLE = {
+    "web_op_a": {"a", "a_login", "a_chat", "queued", "v"},
+    "web_op_b": {"b", "b_login", "b_chat", "queued", "w"},
+    "web_visitor": {"v", "v_login", "a_chat"},
+}
+
+# Every function: one call (acting for operator A or visitor V), and who may make it.
+BACKEND = {"backend"}
+FUNCTIONS = {
+    # the contract, as operator A or visitor V
+    "claim_next_chat": ("claim_next_chat('{a}')", BACKEND | {"web_op_a"}),
+    "heartbeat": ("heartbeat('{a}')", BACKEND | {"web_op_a"}),
+    "send_operator_message": ("send_operator_message('{a_chat}', '{a}', 'hi')", BACKEND | {"web_op_a"}),
+    "release_chat": ("release_chat('{a_chat}', '{a}')", BACKEND | {"web_op_a"}),
+    "close_chat": ("close_chat('{a_chat}')", BACKEND | {"web_op_a", "web_visitor"}),
+    "start_chat": ("start_chat('{v}')", BACKEND | {"web_visitor"}),
+    "send_user_message": ("send_user_message('{a_chat}', 'hi')", BACKEND | {"web_visitor"}),
+    # maintenance: backends only
+    "create_operator": ("create_operator('X')", BACKEND),
+    "set_operator_active": ("set_operator_active('{a}', true)", BACKEND),
+    "create_real_user": ("create_real_user('X')", BACKEND),
+    "link_auth_user": ("link_auth_user(null, '{w}', gen_random_uuid())", BACKEND),
+    "release_idle_chats": ("release_idle_chats('5 minutes')", BACKEND),
+    "update_operator_stats": ("update_operator_stats('{a}', current_date)", BACKEND),
+    "rollup_operator_stats": ("rollup_operator_stats(current_date)", BACKEND),
+    "act_as_operator": ("act_as_operator('{a}')", BACKEND),
+    "stats_today": ("stats_today()", BACKEND),
+    "stats_time_zone": ("stats_time_zone()", BACKEND | {"reporting"}),
+    "clock": ("clock()", BACKEND),
+    # what policies call as the caller (each tells a caller only about itself)
+    "current_operator_id": ("current_operator_id()", BACKEND),
+    "transaction_mark": ("transaction_mark()", BACKEND),
+    "is_web_caller": ("is_web_caller()", BACKEND),
+    "caller_role": ("caller_role()", BACKEND),
+    "web_operator_id": ("web_operator_id()", WEB),
+    "web_real_user_id": ("web_real_user_id()", WEB),
+    # the owner's alone
+    "verify_counters": ("verify_counters()", set()),
+    # internal: helpers of the functions above, and trigger functions
+    "jwt_subject": ("jwt_subject()", set()),
+    "web_caller_name": ("web_caller_name()", set()),
+    "require_backend": ("require_backend('x')", set()),
+    "require_operator": ("require_operator('{a}', 'x')", set()),
+    "require_real_user": ("require_real_user('{v}', 'x')", set()),
+    "require_own_chat": ("require_own_chat('{a_chat}', 'x')", set()),
+    "is_blank": ("is_blank('x')", set()),
+    "check_name": ("check_name('x', 'y')", set()),
+    "check_claim": ("check_claim(null, '{a}', null, 1)", set()),
+    "refuse_operator_message": ("refuse_operator_message(null, '{a}')", set()),
+    "recount_chats": ("recount_chats(array['{a_chat}'::uuid])", set()),
+    "recount_operators": ("recount_operators(array['{a}'::uuid])", set()),
+    "write_operator_stats": ("write_operator_stats(current_date, null)", set()),
+    "settings__check": ("settings__check()", set()),
+    "chats__guard_insert": ("chats__guard_insert()", set()),
+    "chats__guard_state": ("chats__guard_state()", set()),
+    "chats__log_insert": ("chats__log_insert()", set()),
+    "messages__accept": ("messages__accept()", set()),
+    "messages__guard_update": ("messages__guard_update()", set()),
+    "messages__after_delete": ("messages__after_delete()", set()),
+    "messages__after_update": ("messages__after_update()", set()),
+    "messages__after_truncate": ("messages__after_truncate()", set()),
+}
+
+# Every table and view: for each caller, the rows it must see exactly (a
+# condition on the relation, evaluated by the owner), or None for 42501.
+ALL, NONE = "true", "false"
+OWN_QUEUE_A = "id in ('{a_chat}', '{queued}')"
+RELATIONS = {
+    "chats": {"backend": ALL, "reporting": ALL, "web_op_a": OWN_QUEUE_A,
+              "web_op_b": "id in ('{b_chat}', '{queued}')", "web_visitor": "real_user_id = '{v}'"},
+    "messages": {"backend": ALL, "reporting": None, "web_op_a": "chat_id = '{a_chat}'",
+                 "web_op_b": "chat_id = '{b_chat}'", "web_visitor": "chat_id = '{a_chat}'"},
+    "chat_events": {"backend": ALL, "reporting": ALL, "web_op_a": "chat_id = '{a_chat}'",
+                    "web_op_b": "chat_id = '{b_chat}'", "web_visitor": NONE},
+    "real_users": {"backend": ALL, "reporting": None, "web_op_a": "id = '{v}'", "web_op_b": "id = '{w}'",
+                   "web_visitor": "id = '{v}'"},
+    "operators": {"backend": ALL, "reporting": ALL, "web_op_a": "id = '{a}'", "web_op_b": "id = '{b}'",
+                  "web_visitor": NONE},
+    "operator_load": {"backend": ALL, "reporting": ALL, "web_op_a": "operator_id = '{a}'",
+                      "web_op_b": "operator_id = '{b}'", "web_visitor": NONE},
+    "operator_daily_stats": {"backend": ALL, "reporting": ALL, "web_op_a": "operator_id = '{a}'",
+                             "web_op_b": "operator_id = '{b}'", "web_visitor": NONE},
+    "settings": {"backend": ALL, "reporting": ALL},
+    "state_transitions": {"backend": ALL, "reporting": ALL},
+    "chat_counters_actual": {"backend": ALL},
+    "operator_counters_actual": {"backend": ALL},
+}
+
+
+def expected_rows(relation: str, caller: str) -> str | None:
+    """The caller's condition on the relation; web callers that are nobody see
+    nothing of what web may read, and roles a relation does not name get 42501."""
+    cells = RELATIONS[relation]
+    if caller in NOBODY:
+        return NONE if "web_visitor" in cells else None
+    return cells.get(caller)
+
+
+@pytest.fixture
+def world(db_url):
+    """Operators A and B, visitors V and W, each with a web login; A holds V's
+    chat, B holds W's, and one chat of W's waits in the queue; a day of stats."""
+    with psycopg.connect(db_url, autocommit=True, options="-c search_path=chatdesk") as conn:
+        f = {k: str(uuid.uuid4()) for k in ("a_login", "b_login", "v_login", "w_login")}
+        one = lambda sql, *args: str(conn.execute(sql, args).fetchone()[0])  # noqa: E731
+        f["a"] = one("select create_operator('Ann', 5, %s)", f["a_login"])
+        f["b"] = one("select create_operator('Bob', 5, %s)", f["b_login"])
+        f["v"] = one("select create_real_user('Vic', %s)", f["v_login"])
+        f["w"] = one("select create_real_user('Wes', %s)", f["w_login"])
+        f["a_chat"] = one("select start_chat(%s)", f["v"])
+        conn.execute("select send_user_message(%s, 'help A')", (f["a_chat"],))
+        assert one("select claim_next_chat(%s)", f["a"]) == f["a_chat"]
+        f["b_chat"] = one("select start_chat(%s)", f["w"])
+        conn.execute("select send_user_message(%s, 'help B')", (f["b_chat"],))
+        assert one("select claim_next_chat(%s)", f["b"]) == f["b_chat"]
+        f["queued"] = one("select start_chat(%s)", f["w"])
+        conn.execute("select send_user_message(%s, 'waiting')", (f["queued"],))
+        conn.execute("select rollup_operator_stats(current_date)")
+    return db_url, f
+
+
+def as_caller(conn: psycopg.Connection, caller: str, f: dict, sql: str):
+    """Run sql as the caller, PostgREST's way, in a transaction that is rolled
+    back. Returns ("ok", rows) or (sqlstate, message)."""
+    role, claims = CALLERS[caller]
+    try:
+        with conn.transaction(force_rollback=True):
+            conn.execute(f"set local role {role}")
+            conn.execute("select set_config('request.jwt.claims', %s, true)", (claims(f) if claims else "",))
+            return "ok", conn.execute(sql).fetchall()
+    except psycopg.Error as error:
+        return error.sqlstate, error.diag.message_primary or ""
+
+
+def foreign_ids(text: str, f: dict, caller: str, passed: str) -> set[str]:
+    """Fixture ids in text that the caller may not see, nor passed in the call."""
+    allowed = {f[k] for k in VISIBLE.get(caller, set())} | set(UUID.findall(passed))
+    return {i for i in UUID.findall(text) if i in f.values() and i not in allowed}
+
+
+def test_the_matrix_covers_the_whole_catalog(world):
+    url, _ = world
+    with psycopg.connect(url) as conn:
+        functions = {r[0] for r in conn.execute(
+            "select proname from pg_proc where pronamespace = 'chatdesk'::regnamespace")}
+        relations = {r[0] for r in conn.execute(
+            "select relname from pg_class where relnamespace = 'chatdesk'::regnamespace and relkind in ('r', 'v', 'm')")}
+    assert functions == set(FUNCTIONS), f"unclassified: {functions - set(FUNCTIONS)}; gone: {set(FUNCTIONS) - functions}"
+    assert relations == set(RELATIONS), f"unclassified: {relations - set(RELATIONS)}; gone: {set(RELATIONS) - relations}"
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_every_function_against_every_caller(world, name):
+    url, f = world
+    template, allowed = FUNCTIONS[name]
+    call = "select chatdesk." + template.format(**f)
+    wrong = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        for caller in CALLERS:
+            outcome, detail = as_caller(conn, caller, f, call)
+            if caller in allowed:
+                if outcome == NOT_ALLOWED:
+                    wrong.append(f"{caller}: refused, should be allowed ({detail})")
+            elif outcome != NOT_ALLOWED:
+                wrong.append(f"{caller}: {outcome}, should be refused with 42501 ({detail})")
+            leaked = foreign_ids(str(detail), f, caller, call) if caller in WEB else set()
+            if leaked:
+                wrong.append(f"{caller}: the answer names ids it may not see: {detail}")
+    assert not wrong, f"{call}\n" + "\n".join(wrong)
+
+
+def test_identity_functions_tell_a_caller_only_about_itself(world):
+    url, f = world
+    with psycopg.connect(url, autocommit=True) as conn:
+        for caller, expect_op, expect_user in [("web_op_a", f["a"], None), ("web_op_b", f["b"], None),
+                                               ("web_visitor", None, f["v"]), ("web_nobody", None, None),
+                                               ("web_malformed", None, None), ("web_unknown", None, None)]:
+            outcome, rows = as_caller(conn, caller, f, "select chatdesk.web_operator_id(), chatdesk.web_real_user_id()")
+            assert outcome == "ok", rows
+            assert [str(v) if v else None for v in rows[0]] == [expect_op, expect_user], caller
+
+
+@pytest.mark.parametrize("relation", sorted(RELATIONS))
+def test_every_relation_against_every_caller(world, relation):
+    url, f = world
+    wrong = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        for caller in CALLERS:
+            condition = expected_rows(relation, caller)
+            outcome, seen = as_caller(conn, caller, f, f"select row_to_json(t)::text from chatdesk.{relation} t")
+            if condition is None:
+                if outcome != NOT_ALLOWED:
+                    wrong.append(f"{caller}: {outcome}, should be refused with 42501")
+                continue
+            if outcome != "ok":
+                wrong.append(f"{caller}: {outcome} {seen}, should read")
+                continue
+            expected = {r[0] for r in conn.execute(
+                f"select row_to_json(t)::text from chatdesk.{relation} t where {condition.format(**f)}")}
+            got = {r[0] for r in seen}
+            if got != expected:
+                wrong.append(f"{caller}: sees {len(got)} rows, should see exactly {len(expected)}; "
+                             f"extra {sorted(got - expected)[:2]}, missing {sorted(expected - got)[:2]}")
+            if caller in WEB:
+                outcome, plan = as_caller(conn, caller, f, f"explain (verbose, costs off) select * from chatdesk.{relation}")
+                leaked = foreign_ids(" ".join(r[0] for r in plan), f, caller, "") if outcome == "ok" else set()
+                if leaked:
+                    wrong.append(f"{caller}: EXPLAIN names ids it may not see: {leaked}")
+    assert not wrong, f"{relation}\n" + "\n".join(wrong)
