@@ -19,13 +19,15 @@ bench: system-deps $(VENV)/.installed-test
 	$(BIN)/chatdesk bench $(BENCH_ARGS)
 
 # PostgreSQL's server binaries (the tests start a throwaway server of their
-# own), pgTAP with pg_prove, and plpgsql_check, from Debian when missing.
+# own), pgTAP with pg_prove, plpgsql_check and PgBouncer (the pooler tests run
+# through a real one), from Debian when missing.
 system-deps:
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing="$$missing postgresql-$(PG_MAJOR)"; \
 	ls /usr/share/postgresql/*/extension/pgtap.control >/dev/null 2>&1 || missing="$$missing postgresql-$(PG_MAJOR)-pgtap"; \
 	command -v pg_prove >/dev/null 2>&1 || missing="$$missing pgtap"; \
 	ls /usr/share/postgresql/*/extension/plpgsql_check.control >/dev/null 2>&1 || missing="$$missing postgresql-$(PG_MAJOR)-plpgsql-check"; \
+	[ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null 2>&1 || missing="$$missing pgbouncer"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "Installing:$$missing"; \

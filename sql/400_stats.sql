@@ -95,11 +95,36 @@ set lock_timeout = '5s'  -- a stuck session cannot hang every operator
 as $$
 begin
     -- Every operator's row for p_date in one set-based pass; returns rows
-    -- written. For backends only (42501).
+    -- written. One rollup at a time: waits (up to lock_timeout) for another
+    -- rollup's transaction. For backends only (42501).
     perform chatdesk.require_backend('roll up stats');
+    perform 1 from chatdesk.runner_locks where name = 'rollup' for update;
     return chatdesk.write_operator_stats(p_date, null);
 end;
 $$;
+
+create or replace function chatdesk.try_rollup_operator_stats(p_date date)
+returns int
+language plpgsql
+security definer  -- takes the rollup lock row, which applications may not lock
+set search_path = chatdesk, pg_temp
+set lock_timeout = '5s'  -- a stuck session cannot hang every operator
+as $$
+begin
+    -- rollup_operator_stats, but null at once, writing nothing, while another
+    -- transaction is rolling up (the runner polls with it: a waiting rollup
+    -- never sits inside a statement). For backends only (42501).
+    perform chatdesk.require_backend('roll up stats');
+    perform 1 from chatdesk.runner_locks where name = 'rollup' for update skip locked;
+    if not found then
+        return null;
+    end if;
+    return chatdesk.write_operator_stats(p_date, null);
+end;
+$$;
+
+comment on function chatdesk.try_rollup_operator_stats(date) is
+    'rollup_operator_stats, or null at once while another rollup runs.';
 
 comment on function chatdesk.rollup_operator_stats(date) is
     'Every operator''s operator_daily_stats row for the day, in one set-based pass; returns rows written.';

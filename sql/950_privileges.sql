@@ -22,6 +22,7 @@ grant execute on function
     chatdesk.release_idle_chats(interval),
     chatdesk.update_operator_stats(uuid, date),
     chatdesk.rollup_operator_stats(date),
+    chatdesk.try_rollup_operator_stats(date),
     chatdesk.act_as_operator(uuid),
     chatdesk.stats_today(),
     chatdesk.stats_time_zone(),

@@ -119,6 +119,69 @@ def empty_db_url(pg_server):
     yield from _database_for_one_test(pg_server, "chatdesk_empty")
 
 
+POOLER_USERS = ("postgres", "chatdesk_pool_app", "chatdesk_pool_web")
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(pg_server):
+    """A real PgBouncer in transaction mode (a pool of 5 server connections per
+    database and user) in front of the test server; yields a function
+    dbname -> conninfo through it. Runs as the postgres user (it refuses root).
+    Users: postgres, and the test logins chatdesk_pool_app / chatdesk_pool_web."""
+    import subprocess
+    import time
+
+    from psycopg.conninfo import conninfo_to_dict
+
+    binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+    if not os.path.exists(binary):
+        pytest.fail("pgbouncer is not installed (make test installs it: apt-get install pgbouncer)")
+    server = conninfo_to_dict(pg_server)
+    base = Path(tempfile.mkdtemp(prefix="chatdesk-pgbouncer-"))
+    port = get_port(None)
+    (base / "users.txt").write_text("".join(f'"{u}" ""\n' for u in POOLER_USERS))
+    (base / "pgbouncer.ini").write_text(f"""[databases]
+* = host={server.get("host", "127.0.0.1")} port={server.get("port", 5432)}
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {port}
+unix_socket_dir =
+auth_type = trust
+auth_file = {base / "users.txt"}
+pool_mode = transaction
+default_pool_size = 5
+max_client_conn = 500
+max_db_connections = 0
+server_reset_query =
+ignore_startup_parameters = extra_float_digits
+logfile = {base / "pgbouncer.log"}
+""")
+    command = [binary, str(base / "pgbouncer.ini")]
+    if os.geteuid() == 0:
+        postgres = pwd.getpwnam("postgres")
+        for path in (base, *base.iterdir()):
+            os.chown(path, postgres.pw_uid, postgres.pw_gid)
+        command = ["runuser", "-u", "postgres", "--", *command]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd="/")
+    url = lambda dbname, user="postgres": make_conninfo(  # noqa: E731
+        f"postgresql://{user}@127.0.0.1:{port}/{dbname}")
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            psycopg.connect(url("postgres"), connect_timeout=2).close()
+            break
+        except psycopg.OperationalError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"pgbouncer did not start: {(base / 'pgbouncer.log').read_text() if (base / 'pgbouncer.log').exists() else ''}")
+            time.sleep(0.1)
+    yield url
+    process.terminate()
+    process.wait(timeout=10)
+    shutil.rmtree(base, ignore_errors=True)
+
+
 @pytest.fixture
 def conn(db_url):
     """An autocommit connection to a fresh test database, search_path chatdesk."""

@@ -91,6 +91,27 @@ def run_threads(count, target):
     assert not errors, errors
 
 
+# What must hold after any mix of concurrent traffic (search_path chatdesk).
+INVARIANTS = {
+    "counters equal recounts": "select count(*) from verify_counters()",
+    "assigned iff an assignee": "select count(*) from chats where (chat_state = 'assigned') <> (assigned_operator_id is not null)",
+    "nobody over capacity": "select count(*) from operator_load where assigned_chats > max_concurrent_chats",
+    "no unanswered chat waits for its user": f"select count(*) from ({UNANSWERED_BUT_WAITING_FOR_USER}) x",
+    "state equals the last event": """
+        select count(*) from chats c
+         where c.chat_state is distinct from
+               (select e.to_state from chat_events e where e.chat_id = c.id order by e.id desc limit 1)""",
+    "events chain up": """
+        select count(*) from (select from_state, lag(to_state) over (partition by chat_id order by id) as prev
+                                from chat_events) e
+         where e.prev is not null and e.from_state is distinct from e.prev""",
+    "one message per client id and sender": """
+        select count(*) from (select 1 from messages where client_message_id is not null
+                               group by chat_id, sender_type, handled_by_operator_id, client_message_id
+                               having count(*) > 1) d""",
+}
+
+
 class CapacityMonitor(threading.Thread):
     """Samples every operator's load in one snapshot, over and over, while the workers run."""
 

@@ -63,6 +63,7 @@ FUNCTIONS = {
     "release_idle_chats": ("release_idle_chats('5 minutes')", BACKEND),
     "update_operator_stats": ("update_operator_stats('{a}', current_date)", BACKEND),
     "rollup_operator_stats": ("rollup_operator_stats(current_date)", BACKEND),
+    "try_rollup_operator_stats": ("try_rollup_operator_stats(current_date)", BACKEND),
     "act_as_operator": ("act_as_operator('{a}')", BACKEND),
     "stats_today": ("stats_today()", BACKEND),
     "stats_time_zone": ("stats_time_zone()", BACKEND | {"reporting"}),
@@ -124,6 +125,8 @@ RELATIONS = {
     "state_transitions": {"backend": ALL, "reporting": ALL},
     "chat_counters_actual": {"backend": ALL},
     "operator_counters_actual": {"backend": ALL},
+    "runner_locks": {},
+    "sql_loaded": {},
 }
 
 

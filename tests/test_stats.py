@@ -14,7 +14,6 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
-from chatdesk import db
 from conftest import ROOT
 from helpers import (
     ZONE,
@@ -158,8 +157,9 @@ def test_rollup_with_a_broken_time_zone_setting_writes_nothing(db_url):
 def test_overlapping_rollups_wait_or_skip(db_url):
     with connect(db_url) as conn:
         conn.execute("select create_operator('a')")
-    holder = psycopg.connect(db_url, autocommit=True)
-    holder.execute("select pg_advisory_lock(%s)", (db.LOCK_ROLLUP,))
+    # another rollup's transaction, holding the lock row
+    holder = psycopg.connect(db_url)
+    holder.execute("select 1 from chatdesk.runner_locks where name = 'rollup' for update")
     skipped = run_cli("--database-url", db_url, "rollup", "--no-wait")
     assert skipped.returncode == 0 and "Another rollup holds the lock" in skipped.stdout
     waiting = subprocess.Popen([sys.executable, "-m", "chatdesk", "--database-url", db_url, "rollup", "--json"],
@@ -169,7 +169,8 @@ def test_overlapping_rollups_wait_or_skip(db_url):
     assert waiting.poll() is None, "the second rollup did not wait"
     with connect(db_url) as watcher:
         assert watcher.execute("select count(*) from operator_daily_stats").fetchone()[0] == 0
-    holder.close()  # releases the lock
+    holder.commit()  # releases the lock
+    holder.close()
     out, err = waiting.communicate(timeout=60)
     assert waiting.returncode == 0, err
     assert len(json.loads(out)["days"]) == 2

@@ -20,36 +20,11 @@ from chatdesk.errors import (
     NOT_ASSIGNEE,
     OPERATOR_INACTIVE,
 )
-from helpers import (
-    UNANSWERED_BUT_WAITING_FOR_USER,
-    CapacityMonitor,
-    connect,
-    run_threads,
-)
+from helpers import INVARIANTS, CapacityMonitor, connect, run_threads
 
 SECONDS = float(os.environ.get("CHATDESK_TORTURE_SECONDS", "30"))
 WORKERS = 10
 ACCEPTABLE = {NOT_ASSIGNEE, BAD_TRANSITION, OPERATOR_INACTIVE, AT_CAPACITY, CHAT_CLOSED}
-
-INVARIANTS = {
-    "counters equal recounts": "select count(*) from verify_counters()",
-    "assigned iff an assignee": "select count(*) from chats where (chat_state = 'assigned') <> (assigned_operator_id is not null)",
-    "nobody over capacity": "select count(*) from operator_load where assigned_chats > max_concurrent_chats",
-    "no unanswered chat waits for its user": f"select count(*) from ({UNANSWERED_BUT_WAITING_FOR_USER}) x",
-    "state equals the last event": """
-        select count(*) from chats c
-         where c.chat_state is distinct from
-               (select e.to_state from chat_events e where e.chat_id = c.id order by e.id desc limit 1)""",
-    "events chain up": """
-        select count(*) from (select from_state, lag(to_state) over (partition by chat_id order by id) as prev
-                                from chat_events) e
-         where e.prev is not null and e.from_state is distinct from e.prev""",
-    "one message per client id and sender": """
-        select count(*) from (select 1 from messages where client_message_id is not null
-                               group by chat_id, sender_type, handled_by_operator_id, client_message_id
-                               having count(*) > 1) d""",
-}
-
 
 def test_torture(db_url):
     with connect(db_url) as conn:

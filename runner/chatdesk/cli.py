@@ -72,16 +72,28 @@ def cli(ctx: click.Context, database_url: str | None) -> None:
 
 @cli.command()
 @click.option("--list", "list_only", is_flag=True, help="Show applied and pending migrations; change nothing.")
+@click.option("--plan", "plan_only", is_flag=True,
+              help="Show what a run would change (pending migrations, changed sql/ files); change nothing.")
+@click.option("--reload-all", is_flag=True, help="Re-create every sql/ file, changed or not.")
 @click.pass_obj
-def migrate(database_url: str | None, list_only: bool) -> None:
-    """Apply pending migrations and reload sql/ (safe to run twice, or twice at once)."""
+def migrate(database_url: str | None, list_only: bool, plan_only: bool, reload_all: bool) -> None:
+    """Apply pending migrations and reload what changed in sql/ (safe to run twice, or twice at once)."""
     from chatdesk import migrate as migrations
 
     if list_only:
         for migration_id, applied in migrations.status(database_url):
             click.echo(f"{'applied' if applied else 'pending'}  {migration_id}")
         return
-    migrations.migrate(database_url, echo=click.echo)
+    if plan_only:
+        planned = migrations.plan(database_url)
+        for migration_id in planned.pending:
+            click.echo(f"apply   migrations/{migration_id}.sql")
+        for name in planned.changed:
+            click.echo(f"reload  sql/{name}")
+        if not planned.pending and not planned.changed:
+            click.echo("Nothing to do: no pending migrations, sql/ is up to date.")
+        return
+    migrations.migrate(database_url, echo=click.echo, reload_all=reload_all)
 
 
 @cli.command("test")
@@ -154,6 +166,9 @@ def status(database_url: str | None, idle_after, as_json: bool) -> None:
                    f"last active {human(timedelta(seconds=idle)) + ' ago' if idle is not None else 'never'}"
                    f"{'  IDLE' if o['idle'] else ''}")
     click.echo(f"Chats held by idle operators (> {human(idle_after)}): {snap['chats_held_by_idle_operators']}")
+    click.echo("Stats: " + ", ".join(
+        f"{s['date']} " + (f"rolled up {human(timedelta(seconds=s['age_seconds']))} ago" if s["computed_at"]
+                           else "not rolled up") for s in snap["stats"]))
 
 
 @cli.command()

@@ -1,10 +1,39 @@
-"""`chatdesk migrate`: yoyo migrations, then a reload of sql/, under one advisory lock."""
+"""`chatdesk migrate`: yoyo migrations, then a reload of what changed in sql/.
+
+Safe to run against a live database, and through a transaction-mode pooler:
+
+- One run at a time, by a lease on yoyo's own lock row (a committed row, so
+  it holds across transactions and pooled connections). The holder renews it
+  every few seconds from a second connection; a row nobody renewed for
+  LEASE_STALE seconds was left by a killed run and is taken over. A waiting
+  run polls, so it never sits inside a statement (a CREATE INDEX
+  CONCURRENTLY of the holder waits for every open snapshot).
+- sql/ files are reloaded only when their text changed since the last load
+  (their sha256 is kept in chatdesk.sql_loaded): with nothing pending, a
+  migrate touches nothing that live traffic uses.
+- Functions and views are re-created in one transaction that locks no
+  table. Triggers and policies, which must lock their table, are re-created
+  one table per transaction, so the reload never holds one table while
+  waiting for another: the application takes operators before chats on some
+  paths and chats before operators on others, and any fixed order of two
+  table locks could close a cycle with it. Each table lock waits at most
+  RELOAD_LOCK_TIMEOUT, so live traffic never queues behind it for long; a
+  busy table is retried with backoff, then the run stops with a clear error.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psycopg
+import sqlparse
 from yoyo import read_migrations
 from yoyo.backends.core.postgresql import PostgresqlPsycopgBackend
 from yoyo.connections import parse_uri
@@ -13,6 +42,15 @@ from chatdesk import db, resources
 from chatdesk.errors import MigrationFailed
 
 YOYO_LOCK_TABLE = "yoyo_lock"
+# A lease not renewed for this long belongs to a dead run; renewed six times as often.
+LEASE_STALE = float(os.environ.get("CHATDESK_MIGRATE_LEASE_SECONDS", "30"))
+LEASE_RENEW = LEASE_STALE / 6
+
+# sql/ files whose statements lock their table, and the lock they need.
+TABLE_LOCKING_FILES = {"900_triggers.sql": "share row exclusive", "940_policies.sql": "access exclusive"}
+_ON_TABLE = re.compile(r"\bon\s+chatdesk\.(\w+)", re.IGNORECASE)
+RELOAD_LOCK_TIMEOUT = "300ms"  # how long live traffic may queue behind one attempt
+RELOAD_ATTEMPTS = int(os.environ.get("CHATDESK_MIGRATE_RELOAD_ATTEMPTS", "8"))  # backoff 0.25 s .. 4 s between
 
 
 def _backend(conninfo: str | None) -> PostgresqlPsycopgBackend:
@@ -36,6 +74,13 @@ def _backend(conninfo: str | None) -> PostgresqlPsycopgBackend:
 @dataclass
 class MigrateResult:
     applied: list[str] = field(default_factory=list)  # migration ids, in the order applied
+    reloaded: list[str] = field(default_factory=list)  # sql/ files re-created
+
+
+@dataclass
+class Plan:
+    pending: list[str]  # migrations not applied yet
+    changed: list[str]  # sql/ files whose text differs from what was last loaded
 
 
 def status(conninfo: str | None) -> list[tuple[str, bool]]:
@@ -48,53 +93,216 @@ def status(conninfo: str | None) -> list[tuple[str, bool]]:
         backend.connection.close()
 
 
-def migrate(conninfo: str | None, echo=lambda *args, **kwargs: None) -> MigrateResult:
-    """Apply pending migrations, then re-create everything in sql/.
+def sql_hashes() -> dict[str, str]:
+    """sha256 of each sql/ file, in load order."""
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in resources.sql_files()}
 
-    All under one advisory lock, so concurrent runs queue up and the later
-    ones find nothing to apply. yoyo's own lock is a table row that a killed
-    run leaves behind (and that makes the next run wait 10 s, then fail);
-    holding our lock, no other chatdesk migrate can own such a row, so it is
-    stale and is cleared.
-    """
-    result = MigrateResult()
-    with db.connect(conninfo) as conn, db.advisory_lock(conn, db.LOCK_MIGRATE):
-        if conn.execute("select to_regclass(%s)", (YOYO_LOCK_TABLE,)).fetchone()[0]:
-            stale = conn.execute(f"delete from {YOYO_LOCK_TABLE}").rowcount
-            if stale:
-                echo("Cleared a stale yoyo lock left by an interrupted run.")
 
-        backend = _backend(conninfo)
+def _loaded_hashes(conn: psycopg.Connection) -> dict[str, str]:
+    if not conn.execute("select to_regclass('chatdesk.sql_loaded')").fetchone()[0]:
+        return {}
+    return dict(conn.execute("select file, sha256 from chatdesk.sql_loaded").fetchall())
+
+
+def plan(conninfo: str | None) -> Plan:
+    """What a migrate would do now, changing nothing."""
+    pending = [migration_id for migration_id, applied in status(conninfo) if not applied]
+    with db.connect(conninfo) as conn:
+        loaded = _loaded_hashes(conn)
+    changed = [name for name, digest in sql_hashes().items() if loaded.get(name) != digest]
+    return Plan(pending, changed)
+
+
+class _Lease:
+    """One migrate at a time: yoyo's lock row, renewed while we hold it."""
+
+    def __init__(self, conninfo: str | None, echo: Callable):
+        self.conninfo, self.echo = conninfo, echo
+        self.pid = os.getpid()
+        self.stop = threading.Event()
+        self.renewer: threading.Thread | None = None
+
+    def acquire(self, conn: psycopg.Connection) -> None:
+        said = False
+        pause = 0.1
+        while True:
+            try:
+                with conn.transaction():
+                    conn.execute(f"insert into {YOYO_LOCK_TABLE} (locked, ctime, pid) "
+                                 "values (1, now() at time zone 'utc', %s)", (self.pid,))
+                return
+            except psycopg.errors.UniqueViolation:
+                pass
+            # Someone holds it. A lease left unrenewed by a dead run is taken over.
+            row = conn.execute(f"select pid, extract(epoch from (now() at time zone 'utc') - ctime) "
+                               f"from {YOYO_LOCK_TABLE} where locked = 1").fetchone()
+            if row and row[1] > LEASE_STALE:
+                deleted = conn.execute(f"delete from {YOYO_LOCK_TABLE} where locked = 1 and pid = %s and "
+                                       "extract(epoch from (now() at time zone 'utc') - ctime) > %s",
+                                       (row[0], LEASE_STALE)).rowcount
+                if deleted:
+                    self.echo(f"Took over the migrate lock of an interrupted run (pid {row[0]}, "
+                              f"silent for {row[1]:.0f} s).")
+                continue
+            if row and not said:
+                self.echo(f"Waiting for another migrate (pid {row[0]}) to finish ...")
+                said = True
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
+    def _renew(self) -> None:
         try:
-            migrations = read_migrations(str(resources.migrations_dir()))
-            with backend.lock():
-                pending = backend.to_apply(migrations)
-                for migration in pending:
-                    echo(f"Applying {migration.id} ... ", nl=False)
-                    try:
-                        backend.apply_one(migration)
-                    except psycopg.Error as error:
-                        echo("failed")
-                        raise MigrationFailed(
-                            f"migration {migration.id} failed and was rolled back: {db.first_line(error)}"
-                        ) from None
-                    echo("ok")
-                    result.applied.append(migration.id)
-        finally:
-            backend.connection.close()
-        if not result.applied:
-            echo("No pending migrations.")
+            with db.connect(self.conninfo) as conn:
+                while not self.stop.wait(LEASE_RENEW):
+                    conn.execute(f"update {YOYO_LOCK_TABLE} set ctime = now() at time zone 'utc' "
+                                 "where locked = 1 and pid = %s", (self.pid,))
+        except Exception:  # noqa: BLE001 - a failed renewal only shortens the lease
+            return
 
-        # Functions, triggers and views: re-created every time, in one transaction.
-        files = resources.sql_files()
+    def __enter__(self):
+        self.renewer = threading.Thread(target=self._renew, name="chatdesk-migrate-lease", daemon=True)
+        self.renewer.start()
+        return self
+
+    def release(self, conn: psycopg.Connection) -> None:
+        self.stop.set()
+        if not conn.closed:
+            conn.execute(f"delete from {YOYO_LOCK_TABLE} where locked = 1 and pid = %s", (self.pid,))
+
+    def __exit__(self, *exc):
+        self.stop.set()
+
+
+def _statements_by_table(path: Path) -> dict[str, list[str]]:
+    """The statements of a trigger or policy file, grouped by the one chatdesk table each names."""
+    groups: dict[str, list[str]] = {}
+    for statement in sqlparse.split(path.read_text()):
+        code = sqlparse.format(statement, strip_comments=True).strip()
+        if not code:
+            continue
+        tables = set(_ON_TABLE.findall(code))
+        if len(tables) != 1:
+            raise MigrationFailed(f"sql/{path.name}: each statement must name one chatdesk table "
+                                  f"(on chatdesk.<table>), this one names {sorted(tables) or 'none'}: {code[:80]}")
+        groups.setdefault(tables.pop(), []).append(statement)
+    return groups
+
+
+def _with_retries(conn: psycopg.Connection, what: str, work: Callable[[], None], echo: Callable) -> None:
+    """Run work() in a transaction as chatdesk_owner; a lock it cannot get within
+    RELOAD_LOCK_TIMEOUT rolls it back and is retried with backoff."""
+    pause = 0.25
+    for attempt in range(1, RELOAD_ATTEMPTS + 1):
         try:
             with conn.transaction():
+                conn.execute(f"set local lock_timeout = '{RELOAD_LOCK_TIMEOUT}'")
                 # Everything in sql/ belongs to chatdesk_owner: security definer
                 # functions then run with its rights, never a superuser's.
                 conn.execute("set local role chatdesk_owner")
-                for path in files:
-                    conn.execute(path.read_text())
+                work()
+            return
+        except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as error:
+            if attempt == RELOAD_ATTEMPTS:
+                raise MigrationFailed(
+                    f"could not lock chatdesk's tables to reload {what} in {RELOAD_ATTEMPTS} attempts "
+                    f"(long transactions hold them: see pg_stat_activity): {db.first_line(error)}") from None
+            echo(f"{what}: table busy (attempt {attempt}); retrying in {pause:g} s ...")
+            time.sleep(pause)
+            pause = min(pause * 2, 4.0)
         except psycopg.Error as error:
-            raise MigrationFailed(f"loading sql/{path.name} failed: {db.first_line(error)}") from None
-        echo(f"Reloaded {len(files)} files from sql/.")
+            raise MigrationFailed(f"loading {what} failed: {db.first_line(error)}") from None
+
+
+def _reload(conn: psycopg.Connection, files: list[Path], hashes: dict[str, str], echo: Callable) -> None:
+    """Re-create `files`, then record their hashes: the functions and views in
+    one transaction (no table locks), then the triggers and policies one table
+    per transaction (one table lock each, never two at once)."""
+
+    def record(paths: list[Path]) -> None:
+        for path in paths:
+            conn.execute("insert into chatdesk.sql_loaded (file, sha256, loaded_at) values (%s, %s, now()) "
+                         "on conflict (file) do update set sha256 = excluded.sha256, loaded_at = excluded.loaded_at",
+                         (path.name, hashes[path.name]))
+
+    table_locking = [p for p in files if p.name in TABLE_LOCKING_FILES]
+    plain = [p for p in files if p.name not in TABLE_LOCKING_FILES]
+
+    def load_plain() -> None:
+        for path in plain:
+            try:
+                conn.execute(path.read_text())
+            except psycopg.errors.LockNotAvailable:
+                raise
+            except psycopg.Error as error:
+                raise MigrationFailed(f"loading sql/{path.name} failed: {db.first_line(error)}") from None
+        conn.execute("reset role")
+        record(plain)
+
+    if plain:
+        _with_retries(conn, "sql/ functions and views", load_plain, echo)
+    for path in table_locking:
+        mode = TABLE_LOCKING_FILES[path.name]
+        for table, statements in _statements_by_table(path).items():
+            def load_table(table=table, statements=statements) -> None:
+                conn.execute(f"lock table chatdesk.{table} in {mode} mode")
+                for statement in statements:
+                    conn.execute(statement)
+            _with_retries(conn, f"sql/{path.name} on {table}", load_table, echo)
+        record([path])  # every table of the file is done
+
+
+def migrate(conninfo: str | None, echo=lambda *args, **kwargs: None, *, reload_all: bool = False) -> MigrateResult:
+    """Apply pending migrations, then re-create the sql/ files that changed (all with reload_all)."""
+    result = MigrateResult()
+    # yoyo's tables (its lock table among them), and its internal schema,
+    # which yoyo upgrades under its own lock: before we hold that lock row.
+    backend = _backend(conninfo)
+    try:
+        backend.ensure_internal_schema_updated()
+    finally:
+        backend.connection.close()
+    with db.connect(conninfo) as conn:
+        lease = _Lease(conninfo, echo)
+        lease.acquire(conn)
+        try:
+            with lease:
+                _apply_pending(conninfo, result, echo)
+                hashes = sql_hashes()
+                loaded = {} if reload_all else _loaded_hashes(conn)
+                changed = [p for p in resources.sql_files() if loaded.get(p.name) != hashes[p.name]]
+                if changed:
+                    # New functions are executable by PUBLIC until 950 revokes it: always with them.
+                    privileges = resources.sql_dir() / "950_privileges.sql"
+                    if privileges not in changed:
+                        changed.append(privileges)
+                    _reload(conn, changed, hashes, echo)
+                    result.reloaded = [p.name for p in changed]
+                    echo(f"Reloaded {len(changed)} of {len(hashes)} files from sql/: "
+                         + ", ".join(result.reloaded) + ".")
+                else:
+                    echo("sql/ is up to date.")
+        finally:
+            lease.release(conn)
     return result
+
+
+def _apply_pending(conninfo: str | None, result: MigrateResult, echo: Callable) -> None:
+    backend = _backend(conninfo)
+    try:
+        migrations = read_migrations(str(resources.migrations_dir()))
+        pending = backend.to_apply(migrations)
+        for migration in pending:
+            echo(f"Applying {migration.id} ... ", nl=False)
+            try:
+                backend.apply_one(migration)
+            except psycopg.Error as error:
+                echo("failed")
+                raise MigrationFailed(
+                    f"migration {migration.id} failed and was rolled back: {db.first_line(error)}") from None
+            echo("ok")
+            result.applied.append(migration.id)
+    finally:
+        backend.connection.close()
+    if not result.applied:
+        echo("No pending migrations.")
+

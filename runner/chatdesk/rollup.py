@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -84,26 +85,36 @@ def rollup(
     track: Callable[[list[date]], AbstractContextManager[Iterable[date]]] = contextlib.nullcontext,
     on_day: Callable[[date, int], None] = lambda d, n: None,
 ) -> RollupResult:
-    """Roll up each day in its own transaction, holding the rollup advisory lock for the whole run.
+    """Roll up each day in its own transaction, one rollup transaction at a time.
 
     `pick_days` chooses the days (a DaySelection's `days`, or the scheduler's
-    own); `track` may wrap them in a progress display. A second run waits for
-    the first (or, with wait=False, does nothing and says so). Each day is a
-    recomputation, never an increment, so a day rolled up twice is counted
-    once; an interrupted run keeps every day it committed.
+    own); `track` may wrap them in a progress display. Each day takes the
+    rollup lock row inside its own transaction (try_rollup_operator_stats),
+    so it works through a transaction-mode pooler and a killed run holds
+    nothing. While another rollup holds it, the day is retried after a pause
+    (polling: no statement waits), or, with wait=False and nothing done yet,
+    the run does nothing and says so. Each day is a recomputation, never an
+    increment, so a day rolled up twice is counted once; an interrupted run
+    keeps every day it committed.
     """
     result = RollupResult()
     with db.connect(conninfo) as conn:
-        with db.advisory_lock(conn, db.LOCK_ROLLUP, wait=wait) as got:
-            if not got:
-                result.skipped = True
-                return result
-            days = pick_days(conn)
-            result.time_zone = today_and_zone(conn)[1]
-            with track(days) as tracked:
-                for day in tracked:
+        days = pick_days(conn)
+        result.time_zone = today_and_zone(conn)[1]
+        with track(days) as tracked:
+            for day in tracked:
+                pause = 0.05
+                while True:
+                    # its own transaction: a run killed mid-day leaves nothing of that day
                     with conn.transaction():
-                        rows = conn.execute("select chatdesk.rollup_operator_stats(%s)", (day,)).fetchone()[0]
-                    result.days.append({"date": day.isoformat(), "rows": rows})
-                    on_day(day, rows)
+                        rows = conn.execute("select chatdesk.try_rollup_operator_stats(%s)", (day,)).fetchone()[0]
+                    if rows is not None:
+                        break
+                    if not wait and not result.days:
+                        result.skipped = True
+                        return result
+                    time.sleep(pause)
+                    pause = min(pause * 2, 1.0)
+                result.days.append({"date": day.isoformat(), "rows": rows})
+                on_day(day, rows)
     return result

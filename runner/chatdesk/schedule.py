@@ -44,6 +44,8 @@ class Scheduler:
     stop: threading.Event = field(default_factory=threading.Event)
     log: Callable[[str], None] = lambda line: print(line, flush=True)
     last_rolled_day: date | None = None  # today's date at the previous rollup run
+    last_rollup_at: float | None = None  # when a rollup last completed (self.now())
+    started_at: float = 0.0
 
     def __post_init__(self):
         self.jobs = [
@@ -69,7 +71,12 @@ class Scheduler:
     def rollup(self) -> str:
         result = rollup.rollup(self.conninfo, self._rollup_days, wait=False)
         if result.skipped:
+            since = self.now() - (self.last_rollup_at or self.started_at)
+            if since > self.rollup_every:
+                return (f"WARNING: skipped again, another rollup holds the lock; no rollup completed here for "
+                        f"{human(timedelta(seconds=since))} (chatdesk status shows how fresh the stats are)")
             return "skipped: another rollup holds the lock"
+        self.last_rollup_at = self.now()
         self.last_rolled_day = date.fromisoformat(result.days[-1]["date"])
         return "rolled up " + ", ".join(f"{d['date']} ({d['rows']} rows)" for d in result.days)
 
@@ -100,7 +107,7 @@ class Scheduler:
             job.next_at += slots_passed * job.interval
 
     def start(self) -> None:
-        start = self.now()
+        start = self.started_at = self.now()
         for job in self.jobs:
             job.next_at = start
 

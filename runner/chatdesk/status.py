@@ -23,6 +23,13 @@ def snapshot(conn: psycopg.Connection, idle_after: timedelta) -> dict:
         (idle_after,),
     ).fetchall()
     by_state = dict(conn.execute("select chat_state, count(*) from chatdesk.chats group by 1").fetchall())
+    # How fresh the stats of yesterday and today are: a rollup that keeps
+    # being skipped (or never runs) shows here.
+    freshness = conn.execute(
+        """select d::date, max(s.computed_at), chatdesk.clock() - max(s.computed_at)
+             from generate_series(chatdesk.stats_today() - 1, chatdesk.stats_today(), interval '1 day') d
+             left join chatdesk.operator_daily_stats s on s.stat_date = d::date
+            group by 1 order by 1""").fetchall()
     return {
         "queue_depth": queue[0],
         "oldest_waiting_seconds": queue[1].total_seconds() if queue[1] is not None else None,
@@ -34,5 +41,7 @@ def snapshot(conn: psycopg.Connection, idle_after: timedelta) -> dict:
             for o in operators
         ],
         "chats_held_by_idle_operators": sum(o[2] for o in operators if o[5]),
+        "stats": [{"date": d.isoformat(), "computed_at": at.isoformat() if at else None,
+                   "age_seconds": age.total_seconds() if age is not None else None} for d, at, age in freshness],
         "idle_after_seconds": idle_after.total_seconds(),
     }
