@@ -5,10 +5,23 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PG_MAJOR ?= 15
 
-.PHONY: test demo bench system-deps schema-snapshot clean
+.PHONY: test test-15 test-18 demo bench system-deps schema-snapshot clean
 
-test: system-deps $(VENV)/.installed-test
+# Every test on Debian's PostgreSQL (15), then again on PostgreSQL 18 (the
+# embedded server's binaries, pgTAP from the Debian package). Three checks
+# stay with 15, for want of a tool on 18: pg_dump's exact text (pg_dump 15
+# refuses an 18 server; tests/schema.catalog is compared on both),
+# plpgsql_check and auto_explain (neither is built for the embedded 18).
+PG18_ONLY_ON_15 := -k "not test_pg_dump_snapshot and not test_plpgsql_check_finds_no_errors \
+	and not test_the_rollup_reads_only_the_days_messages"
+
+test: test-15 test-18
+
+test-15: system-deps $(VENV)/.installed-test
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-18: system-deps $(VENV)/.installed-test
+	CHATDESK_TEST_PG=18 $(BIN)/pytest $(PYTEST_ARGS) $(PG18_ONLY_ON_15)
 
 demo: $(VENV)/.installed-embedded
 	$(BIN)/chatdesk demo $(DEMO_ARGS)
@@ -51,7 +64,8 @@ $(VENV)/.installed-embedded: pyproject.toml | $(VENV)/bin/python
 	touch $@
 
 
-# Regenerate tests/schema.pgdump after a deliberate schema change (review the diff).
+# Regenerate tests/schema.pgdump and tests/schema.catalog after a deliberate
+# schema change (review the diff).
 schema-snapshot: system-deps $(VENV)/.installed-test
 	CHATDESK_UPDATE_SNAPSHOT=1 $(BIN)/pytest -q tests/test_schema.py
 

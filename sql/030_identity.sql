@@ -29,12 +29,15 @@ returns boolean
 language sql
 stable
 as $$
-    -- True for a caller that reached the database as chatdesk_web or a member
-    -- of it (membership of any kind, so a role granted both chatdesk_web and
-    -- chatdesk_app is treated as web: fail closed). A superuser is not web
-    -- (is_superuser follows `set role`, not security definer).
+    -- True for a caller that acts with chatdesk_web's rights: it runs as
+    -- chatdesk_web (PostgREST's `set local role`) or as a role that inherits
+    -- it (Supabase's `authenticated`). A role that inherits both chatdesk_web
+    -- and chatdesk_app is web: fail closed. Not web: a superuser
+    -- (is_superuser follows `set role`, not security definer), and a role
+    -- that holds chatdesk_web only to administer it (on PostgreSQL 16+ its
+    -- creator does, without inheriting it).
     select current_setting('is_superuser') = 'off'
-       and pg_has_role(chatdesk.caller_role(), 'chatdesk_web', 'member');
+       and pg_has_role(chatdesk.caller_role(), 'chatdesk_web', 'usage');
 $$;
 
 create or replace function chatdesk.jwt_subject()

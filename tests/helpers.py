@@ -185,3 +185,55 @@ def normalised_schema(conninfo: str) -> str:
             continue
         keep.append(line.rstrip())
     return re.sub(r"\n{3,}", "\n\n", "\n".join(keep)).strip() + "\n"
+
+
+# -- the schema as the catalog describes it, the same on PostgreSQL 15 to 18 ---------
+
+CATALOG_DESCRIPTION = """
+with ns as (select 'chatdesk'::regnamespace as oid)
+select 'relation ' || c.relname || ' ' || c.relkind::text || ' rls=' || c.relrowsecurity
+       || ' options=' || coalesce(array_to_string(c.reloptions, ','), '')
+       -- PostgreSQL 17 gives owners MAINTAIN (m) too
+       || ' acl=' || coalesce(replace(c.relacl::text, 'Dxtm/', 'Dxt/'), '')
+  from pg_class c, ns where c.relnamespace = ns.oid and c.relkind in ('r', 'v', 'S', 'm')
+union all
+select 'column ' || c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
+       || case when a.attnotnull then ' not null' else '' end
+       || coalesce(' default ' || pg_get_expr(d.adbin, d.adrelid), '') || ' identity=' || a.attidentity::text
+  from pg_attribute a join pg_class c on c.oid = a.attrelid join ns on c.relnamespace = ns.oid
+  left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
+ where c.relkind in ('r', 'v') and a.attnum > 0 and not a.attisdropped
+union all
+select 'constraint ' || c.relname || '.' || k.conname || ' ' || pg_get_constraintdef(k.oid)
+  from pg_constraint k join pg_class c on c.oid = k.conrelid join ns on c.relnamespace = ns.oid
+ where k.contype <> 'n'  -- PostgreSQL 18 records NOT NULL here too; attnotnull says it
+union all
+select 'index ' || pg_get_indexdef(i.indexrelid)
+  from pg_index i join pg_class c on c.oid = i.indrelid join ns on c.relnamespace = ns.oid
+union all
+select 'function ' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ') '
+       || pg_get_function_result(p.oid) || ' ' || p.provolatile::text || case when p.prosecdef then ' definer' else '' end
+       || ' config=' || coalesce(array_to_string(p.proconfig, ','), '') || ' acl=' || coalesce(p.proacl::text, '')
+       || ' owner=' || pg_get_userbyid(p.proowner) || ' body=' || md5(p.prosrc)
+       || ' comment=' || coalesce(md5(obj_description(p.oid, 'pg_proc')), '')
+  from pg_proc p, ns where p.pronamespace = ns.oid
+union all
+select 'trigger ' || pg_get_triggerdef(t.oid)
+  from pg_trigger t join pg_class c on c.oid = t.tgrelid join ns on c.relnamespace = ns.oid where not t.tgisinternal
+union all
+select 'policy ' || c.relname || '.' || p.polname || ' ' || p.polcmd::text || ' permissive=' || p.polpermissive
+       || ' to=' || (select string_agg(r.rolname, ',' order by r.rolname) from pg_roles r where r.oid = any (p.polroles))
+       || ' using=' || coalesce(pg_get_expr(p.polqual, p.polrelid), '')
+       || ' check=' || coalesce(pg_get_expr(p.polwithcheck, p.polrelid), '')
+  from pg_policy p join pg_class c on c.oid = p.polrelid join ns on c.relnamespace = ns.oid
+order by 1
+"""
+
+
+def catalog_schema(conninfo: str) -> str:
+    """The chatdesk schema as the catalog describes it: tables, columns,
+    constraints, indexes, functions (their bodies by hash), triggers, policies
+    and privileges. Unlike pg_dump's text, the same on every major version
+    (view bodies, which PostgreSQL 18 prints differently, are left out)."""
+    with psycopg.connect(conninfo) as conn:
+        return "\n".join(r[0] for r in conn.execute(CATALOG_DESCRIPTION)) + "\n"

@@ -26,7 +26,7 @@ class ChatModel:
         self.assignee = None
         self.queue_seq = None  # order of entering the queue
         self.messages = []  # (id, sender_type, operator name or None)
-        self.client_ids = {}  # client id -> message id
+        self.client_ids = {}  # (sender: "user" or the operator's name, client id) -> message id
 
     @property
     def last_user_id(self):
@@ -69,17 +69,18 @@ def test_chat_state_machine_matches_the_model(model_conn):
         def load(self, op_name):
             return sum(1 for m in self.model.values() if m.assignee == op_name)
 
-        @rule(chat=st.integers(0, N_CHATS - 1), client=st.one_of(st.none(), st.sampled_from(["a", "b"])))
+        # "o" is also what operators use: client ids are kept per sender, so they never collide
+        @rule(chat=st.integers(0, N_CHATS - 1), client=st.one_of(st.none(), st.sampled_from(["a", "b", "o"])))
         def user_message(self, chat, client):
             chat_id = self.chat_ids[chat]
             m = self.model[chat_id]
             got = conn.execute("select send_user_message(%s, 'hi', %s)", (chat_id, client)).fetchone()[0]
-            if client is not None and client in m.client_ids:
-                assert got == m.client_ids[client], "a retry returns the first message"
+            if client is not None and ("user", client) in m.client_ids:
+                assert got == m.client_ids["user", client], "a retry returns the first message"
                 return
             m.messages.append((got, "real_user", None))
             if client is not None:
-                m.client_ids[client] = got
+                m.client_ids["user", client] = got
             if m.state in ("waiting_real_user_reply", "closed"):
                 m.state = "waiting_assignment"
                 m.queue_seq = next(self.seq)
@@ -103,10 +104,10 @@ def test_chat_state_machine_matches_the_model(model_conn):
         def operator_message(self, chat, op, seen, client):
             chat_id = self.chat_ids[chat]
             m = self.model[chat_id]
-            if client is not None and client in m.client_ids:
+            if client is not None and (op, client) in m.client_ids:
                 got = conn.execute("select message_id from send_operator_message(%s, %s, 'x', %s)",
                                    (chat_id, self.ops[op], client)).fetchone()[0]
-                assert got == m.client_ids[client]
+                assert got == m.client_ids[op, client], "a retry returns the operator's own first message"
                 return
             seen_id = {"none": None,
                        "latest": m.messages[-1][0] if m.messages else None,
@@ -124,7 +125,7 @@ def test_chat_state_machine_matches_the_model(model_conn):
             assert meanwhile == expected_meanwhile
             m.messages.append((message_id, "operator", op))
             if client is not None:
-                m.client_ids[client] = message_id
+                m.client_ids[op, client] = message_id
             if not expected_meanwhile:
                 m.state, m.assignee = "waiting_real_user_reply", None
             assert state == m.state

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-
 from chatdesk.errors import AT_CAPACITY, NOT_ASSIGNEE
 from conftest import ROOT
 from helpers import INVARIANTS, run_cli

@@ -12,7 +12,7 @@ import psycopg
 from chatdesk import cli, migrate, resources
 from click.testing import CliRunner
 from conftest import ROOT
-from helpers import chatdesk_backends, normalised_schema, run_cli
+from helpers import catalog_schema, chatdesk_backends, run_cli
 
 
 def applied_ids(conninfo: str) -> list[str]:
@@ -36,7 +36,7 @@ def test_two_migrates_at_once_both_succeed_and_apply_once(empty_db_url, db_url):
     with psycopg.connect(empty_db_url) as conn:
         applies = conn.execute("select migration_id, count(*) from _yoyo_log where operation = 'apply' group by 1").fetchall()
     assert sorted(applies) == [(m, 1) for m in every]
-    assert normalised_schema(empty_db_url) == normalised_schema(db_url)
+    assert catalog_schema(empty_db_url) == catalog_schema(db_url)
 
 
 def test_a_killed_migrate_leaves_nothing_to_clean_by_hand(empty_db_url, db_url):
@@ -59,7 +59,7 @@ def test_a_killed_migrate_leaves_nothing_to_clean_by_hand(empty_db_url, db_url):
     result = run_cli("--database-url", empty_db_url, "migrate", env={"CHATDESK_MIGRATE_LEASE_SECONDS": "3"})
     assert result.returncode == 0, result.stderr
     assert "Took over the migrate lock of an interrupted run" in result.stdout
-    assert normalised_schema(empty_db_url) == normalised_schema(db_url)
+    assert catalog_schema(empty_db_url) == catalog_schema(db_url)
 
 
 def test_a_failing_migration_rolls_back_and_says_why(empty_db_url, tmp_path, monkeypatch):

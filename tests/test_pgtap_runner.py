@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 
@@ -79,7 +80,7 @@ def test_missing_pgtap_says_how_to_install(db_url, tmp_path, monkeypatch):
     monkeypatch.setattr(pgtap, "pgtap_available", lambda conn: False)
     result = CliRunner().invoke(cli.cli, ["--database-url", db_url, "test", str(write(tmp_path, "x.sql", PASSING))])
     assert result.exit_code == 1
-    assert "apt-get install postgresql-15-pgtap" in result.output
+    assert re.search(r"apt-get install postgresql-1[5-9]-pgtap", result.output)  # the server's major version
 
 
 def test_pg_prove_runs_the_same_files(db_url, tmp_path):

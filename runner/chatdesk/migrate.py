@@ -286,11 +286,57 @@ def migrate(conninfo: str | None, echo=lambda *args, **kwargs: None, *, reload_a
     return result
 
 
+# The roles the migrations create (when missing) and hand objects to.
+CHATDESK_ROLES = ("chatdesk_owner", "chatdesk_app", "chatdesk_reporting", "chatdesk_web")
+
+
+def missing_privileges(conn: psycopg.Connection, *, grants_owner: bool) -> list[str]:
+    """What the migrating role lacks to install chatdesk here; empty when it can.
+
+    Checked before any migration runs, so a role that cannot finish leaves
+    nothing half-applied. The roles are cluster-wide: the first install
+    creates them (CREATEROLE); the migrating role must then be able to act as
+    chatdesk_owner: already a member, or able to grant it to itself
+    (superuser; CREATEROLE before PostgreSQL 16; from 16 on, the ADMIN option
+    on chatdesk_owner, which the role that created it has). `grants_owner`:
+    migration 0006, which grants chatdesk_owner to the migrating role, is pending."""
+    me, superuser, createrole, version = conn.execute(
+        "select current_user, rolsuper, rolcreaterole, current_setting('server_version_num')::int "
+        "from pg_roles where rolname = current_user").fetchone()
+    if superuser:
+        return []
+    problems = []
+    existing = {r[0] for r in conn.execute("select rolname from pg_roles where rolname = any(%s)",
+                                           (list(CHATDESK_ROLES),))}
+    missing = [r for r in CHATDESK_ROLES if r not in existing]
+    if missing and not createrole:
+        problems.append(f"create the roles {', '.join(missing)} (needs CREATEROLE, once per cluster)")
+    if "chatdesk_owner" in existing:
+        member, admin = conn.execute(
+            "select pg_has_role(current_user, 'chatdesk_owner', 'member'), "
+            "pg_has_role(current_user, 'chatdesk_owner', 'member with admin option')").fetchone()
+        if grants_owner and not admin and not (createrole and version < 160000):
+            problems.append(f"grant chatdesk_owner to itself (as chatdesk_owner's admin, run: "
+                            f"grant chatdesk_owner to {me} with admin option)")
+        elif not grants_owner and not member:
+            problems.append(f"act as chatdesk_owner (grant chatdesk_owner to {me})")
+    if not conn.execute("select has_database_privilege(current_database(), 'create')").fetchone()[0]:
+        problems.append(f"create schemas in database {conn.info.dbname} (grant create on database … to {me})")
+    return problems
+
+
 def _apply_pending(conninfo: str | None, result: MigrateResult, echo: Callable) -> None:
     backend = _backend(conninfo)
     try:
         migrations = read_migrations(str(resources.migrations_dir()))
         pending = backend.to_apply(migrations)
+        if pending:
+            with db.connect(conninfo) as conn:
+                me = conn.execute("select current_user").fetchone()[0]
+                problems = missing_privileges(conn, grants_owner=any(m.id == "0006.roles" for m in pending))
+            if problems:
+                raise MigrationFailed(f"role {me} cannot install chatdesk here, so nothing was applied; "
+                                      "it must be able to " + "; and to ".join(problems))
         for migration in pending:
             echo(f"Applying {migration.id} ... ", nl=False)
             try:

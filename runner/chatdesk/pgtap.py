@@ -28,8 +28,8 @@ _TX_CONTROL = re.compile(
 
 INSTALL_HINT = (
     "the pgTAP extension is not available on this server. Install it with "
-    "'apt-get install postgresql-15-pgtap' (Debian/Ubuntu, match your server's major "
-    "version) or from https://pgtap.org, then run chatdesk test again."
+    "'apt-get install postgresql-{major}-pgtap' (Debian/Ubuntu) or from https://pgtap.org, "
+    "then run chatdesk test again."
 )
 
 
@@ -125,6 +125,9 @@ def run_file(conn: psycopg.Connection, path: Path, emit: Callable[[str], None] =
                     break
     except psycopg.Error as error:
         result.error = db.first_line(error)
+        if "permission denied to set role" in result.error:
+            result.error += (" (the access tests act as each kind of caller: as an admin, run "
+                             f"grant chatdesk_app, chatdesk_web, chatdesk_reporting to {conn.info.user})")
         emit(f"# SQL error: {result.error}")
     finally:
         conn.execute("rollback")  # always: the file leaves nothing behind
@@ -142,7 +145,7 @@ def run(conninfo: str | None, paths: Iterable[str | Path], echo: Callable[[str],
         raise TestsFailed("no pgTAP files found: nothing was tested")
     with db.connect(conninfo) as conn:
         if not pgtap_available(conn):
-            raise ToolMissing(INSTALL_HINT)
+            raise ToolMissing(INSTALL_HINT.format(major=conn.info.server_version // 10000))
         results = []
         for path in files:
             echo(f"# {path}")
