@@ -101,6 +101,38 @@ def run_pgbench(conninfo: str, script: str, clients: int, seconds: float, workdi
     return tps, statistics.fmean(latencies), latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
 
 
+def stall_during(conninfo: str, script: str, clients: int, seconds: float, workdir: Path, options: str,
+                 rate: int | None, action) -> tuple[float, float, float]:
+    """Run pgbench (at `rate` transactions/s, or flat out) and, once it is
+    under way, action(). Returns the longest latency (ms) of a transaction that
+    ended while action() ran or within a second after it, action()'s own
+    seconds, and pgbench's tps."""
+    run_dir = Path(tempfile.mkdtemp(dir=workdir))
+    (run_dir / "script.sql").write_text(script)
+    env = {**db.libpq_env(conninfo), "PGOPTIONS": options}
+    command = [pgbench_binary(), "-n", "-c", str(clients), "-j", str(min(clients, os.cpu_count() or 1)),
+               "-T", str(max(4, round(seconds))), "-f", str(run_dir / "script.sql"),
+               "-l", "--log-prefix", str(run_dir / "log")] + (["-R", str(rate)] if rate else [])
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=run_dir)
+    time.sleep(1.5)
+    started = time.time()
+    action()
+    ended = time.time()
+    out, err = proc.communicate(timeout=600)
+    if proc.returncode != 0:
+        raise ChatdeskError(f"pgbench failed while migrate ran: {(err or out).strip().splitlines()[-1]}")
+    tps = next(float(line.split("=")[1].split()[0]) for line in out.splitlines() if line.startswith("tps ="))
+    longest = 0.0
+    for log in run_dir.glob("log*"):
+        for line in log.read_text().splitlines():
+            fields = line.split()
+            finished = int(fields[4]) + int(fields[5]) / 1e6
+            if started <= finished <= ended + 1.0:
+                longest = max(longest, int(fields[2]) / 1000.0)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return longest, ended - started, tps
+
+
 def timed(conn: psycopg.Connection, sql: str, params=(), repeat: int = 5) -> float:
     """Median seconds of `sql` over `repeat` runs, after one warm-up."""
     conn.execute(sql, params)
@@ -288,6 +320,28 @@ def run(conninfo: str, scale: Scale, say=lambda text: None, synchronous_commit: 
                 report.rows.append(Row("message ingest", "chatdesk", clients, *ours, ratio=ours[0] / bare[0]))
                 say(f"  {clients} clients: {ours[0]:.0f} vs bare {bare[0]:.0f} tps")
             report.checks["ingest counters drift"] = conn.execute(
+                "select count(*) from chatdesk.verify_counters()").fetchone()[0]
+
+            say("migrate while messages flow ...")
+            clients = max(scale.clients)
+            script = mixed(CHATDESK_USER, CHATDESK_OPERATOR).format(**fill)
+            for rate in (1000, None):
+                for pending in (False, True):
+                    def run_migrate(pending=pending):
+                        if pending:  # as a release that changes trigger functions, triggers and policies
+                            conn.execute("delete from chatdesk.sql_loaded where file in "
+                                         "('110_messages.sql', '900_triggers.sql', '940_policies.sql')")
+                        migrate.migrate(conninfo)
+                    longest, took, tps = stall_during(conninfo, script, clients, scale.seconds, workdir, options,
+                                                      rate, run_migrate)
+                    report.rows.append(Row(
+                        "migrate under traffic", "a pending sql/ change" if pending else "nothing pending", clients,
+                        tps=tps,
+                        note=f"{'1,000 calls/s' if rate else 'flat out'}; longest stall {longest:.0f} ms, "
+                             f"migrate took {took * 1000:.0f} ms"))
+                    say(f"  {'1000/s' if rate else 'flat out'}, {'pending' if pending else 'nothing pending'}: "
+                        f"longest stall {longest:.0f} ms (migrate {took * 1000:.0f} ms)")
+            report.checks["counters drift after migrates under traffic"] = conn.execute(
                 "select count(*) from chatdesk.verify_counters()").fetchone()[0]
 
             say(f"claiming: a queue of {scale.queue} chats ...")
