@@ -217,7 +217,8 @@ begin
     -- For a web caller: refuses (42501) unless p_chat_id is a chat of the
     -- caller's own real user. An unknown chat gets the same answer as
     -- another's, so a refusal tells nothing about chats the caller cannot see.
-    -- Backends pass (the message trigger checks operator-narrowed ones).
+    -- Backends pass (the message trigger checks operator-narrowed ones);
+    -- hot paths test is_web_caller() before calling it at all.
     if chatdesk.is_web_caller()
        and not exists (select 1 from chatdesk.chats c
                         where c.id = p_chat_id and c.real_user_id = chatdesk.web_real_user_id()) then

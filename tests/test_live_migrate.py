@@ -99,6 +99,8 @@ def test_a_reload_gives_way_to_a_long_transaction_and_says_so(db_url):
     queries never queue behind it for long, then gives up with one Error line,
     having changed nothing; once the transaction ends, it goes through."""
     forget_loaded(db_url, "940_policies.sql")
+    planned = run_cli("--database-url", db_url, "migrate", "--plan")
+    assert planned.returncode == 0 and planned.stdout.strip() == "reload  sql/940_policies.sql", planned.stdout
     holder = psycopg.connect(db_url)
     holder.execute("select count(*) from chatdesk.chats")  # an idle transaction keeps its lock
     stalls = []
