@@ -134,28 +134,7 @@ as $$
                 then split_part(current_setting('chatdesk.operator_scope', true), ' ', 1)::uuid end;
 $$;
 
-create or replace function chatdesk.require_backend(p_action text)
-returns void
-language plpgsql
-stable
-as $$
-begin
-    -- Maintenance (creating people, idle release, stats, settings) is for a
-    -- backend acting for nobody in particular: refuses web callers and
-    -- transactions narrowed to one operator (42501).
-    if chatdesk.is_web_caller() then
-        raise exception using errcode = '42501',
-            message = format('chatdesk: %s may not %s', chatdesk.web_caller_name(), p_action);
-    end if;
-    if chatdesk.current_operator_id() is not null then
-        raise exception using errcode = '42501',
-            message = format('chatdesk: this transaction acts for operator %s and may not %s',
-                             chatdesk.current_operator_id(), p_action);
-    end if;
-end;
-$$;
-
-create or replace function chatdesk.require_operator(p_operator_id uuid, p_action text)
+create or replace function chatdesk.authorize(p_action text, p_as text, p_id uuid default null)
 returns void
 language plpgsql
 stable
@@ -163,47 +142,30 @@ as $$
 declare
     v_self uuid;
 begin
-    -- Refuses (42501) acting as p_operator_id unless the caller is that
-    -- operator: a web caller whose JWT is that operator's login, or a backend
-    -- (narrowed by act_as_operator to that operator, if at all).
+    -- The one rule of who may act as whom (42501 otherwise). p_as names the
+    -- identity p_action needs:
+    --   'backend'    maintenance (creating people, idle release, stats): no
+    --                web caller, no transaction narrowed to an operator;
+    --   'operator'   acting as operator p_id: a web caller whose JWT is that
+    --                operator's login, or a backend (narrowed to p_id, if at all);
+    --   'real user'  acting as real user p_id: a web caller whose JWT is that
+    --                user's login, or a backend not narrowed to an operator.
+    -- A refusal names only the caller's own ids and p_id.
     if chatdesk.is_web_caller() then
-        v_self := chatdesk.web_operator_id();
-        if v_self is null or p_operator_id is distinct from v_self then
+        v_self := case p_as when 'operator' then chatdesk.web_operator_id()
+                            when 'real user' then chatdesk.web_real_user_id() end;
+        if v_self is null or p_id is distinct from v_self then
             raise exception using errcode = '42501',
-                message = format('chatdesk: %s may not %s as operator %s',
-                                 chatdesk.web_caller_name(), p_action, coalesce(p_operator_id::text, 'null'));
+                message = format('chatdesk: %s may not %s%s', chatdesk.web_caller_name(), p_action,
+                                 case when p_as <> 'backend' then format(' as %s %s', p_as, coalesce(p_id::text, 'null')) end);
         end if;
         return;
     end if;
     v_self := chatdesk.current_operator_id();
-    if v_self is not null and p_operator_id is distinct from v_self then
+    if v_self is not null and (p_as <> 'operator' or p_id is distinct from v_self) then
         raise exception using errcode = '42501',
-            message = format('chatdesk: this transaction acts for operator %s and may not %s as operator %s',
-                             v_self, p_action, coalesce(p_operator_id::text, 'null'));
-    end if;
-end;
-$$;
-
-create or replace function chatdesk.require_real_user(p_real_user_id uuid, p_action text)
-returns void
-language plpgsql
-stable
-as $$
-begin
-    -- Refuses (42501) acting as real user p_real_user_id unless the caller is
-    -- that user's web login, or a backend not narrowed to an operator.
-    if chatdesk.is_web_caller() then
-        if p_real_user_id is null or p_real_user_id is distinct from chatdesk.web_real_user_id() then
-            raise exception using errcode = '42501',
-                message = format('chatdesk: %s may not %s as real user %s',
-                                 chatdesk.web_caller_name(), p_action, coalesce(p_real_user_id::text, 'null'));
-        end if;
-        return;
-    end if;
-    if chatdesk.current_operator_id() is not null then
-        raise exception using errcode = '42501',
-            message = format('chatdesk: this transaction acts for operator %s and may not %s as real user %s',
-                             chatdesk.current_operator_id(), p_action, coalesce(p_real_user_id::text, 'null'));
+            message = format('chatdesk: this transaction acts for operator %s and may not %s%s', v_self, p_action,
+                             case when p_as <> 'backend' then format(' as %s %s', p_as, coalesce(p_id::text, 'null')) end);
     end if;
 end;
 $$;

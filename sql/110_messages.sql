@@ -2,34 +2,42 @@
 -- Messages: every rule of a message write, whether it comes through
 -- send_user_message / send_operator_message or a direct INSERT.
 -- ---------------------------------------------------------------------------
-create or replace function chatdesk.refuse_operator_message(p_chat chatdesk.chats, p_operator_id uuid)
+create or replace function chatdesk.refuse_not_assignee(p_chat chatdesk.chats, p_chat_id uuid,
+                                                        p_operator_id uuid, p_action text)
 returns void
 language plpgsql
 stable
 as $$
 begin
-    -- Says why p_operator_id may not write into p_chat, of which it is not
-    -- the assignee: unknown operator (23503), closed chat (CD005), someone
-    -- else's or a queued chat (CD001, naming its state and assignee). A web
-    -- caller is told only CD001 with its own id and the chat's: nothing of a
-    -- chat it cannot see.
+    -- Says why p_operator_id may not p_action ('write to', 'release') chat
+    -- p_chat_id (its row p_chat, all null when there is none), of which it is
+    -- not the assignee: unknown chat or operator (23503), closed chat when
+    -- writing (CD005), someone else's or a queued chat (CD001, naming its
+    -- state and assignee). A web caller is told only CD001 with its own id
+    -- and the chat's it passed: nothing of a chat it cannot see.
     if chatdesk.is_web_caller() then
         raise exception using errcode = 'CD001',
-            message = format('chatdesk: operator %s is not the assignee of chat %s', p_operator_id, p_chat.id);
+            message = format('chatdesk: operator %s is not the assignee of chat %s',
+                             p_operator_id, coalesce(p_chat_id::text, 'null'));
+    end if;
+    if p_chat.id is null then
+        raise exception using errcode = '23503',
+            message = format('chatdesk: chat %s does not exist (operator %s)',
+                             coalesce(p_chat_id::text, 'null'), coalesce(p_operator_id::text, 'null'));
     end if;
     if p_operator_id is null or not exists (select 1 from chatdesk.operators where id = p_operator_id) then
         raise exception using errcode = '23503',
             message = format('chatdesk: operator %s does not exist (chat %s)',
                              coalesce(p_operator_id::text, 'null'), p_chat.id);
     end if;
-    if p_chat.chat_state = 'closed' then
+    if p_chat.chat_state = 'closed' and p_action = 'write to' then
         raise exception using errcode = 'CD005',
             message = format('chatdesk: chat %s is closed; operator %s cannot write to it', p_chat.id, p_operator_id);
     end if;
     raise exception using errcode = 'CD001',
-        message = format('chatdesk: operator %s is not the assignee of chat %s (%s, assignee %s)',
+        message = format('chatdesk: operator %s is not the assignee of chat %s (%s, assignee %s) and cannot %s it',
                          p_operator_id, p_chat.id, p_chat.chat_state,
-                         coalesce(p_chat.assigned_operator_id::text, 'none'));
+                         coalesce(p_chat.assigned_operator_id::text, 'none'), p_action);
 end;
 $$;
 
@@ -99,7 +107,7 @@ begin
 
     if new.sender_type = 'operator' then
         if v_chat.assigned_operator_id is distinct from new.handled_by_operator_id then
-            perform chatdesk.refuse_operator_message(v_chat, new.handled_by_operator_id);
+            perform chatdesk.refuse_not_assignee(v_chat, new.chat_id, new.handled_by_operator_id, 'write to');
         end if;
     elsif new.handled_by_operator_id is not null then
         raise exception using errcode = '23514',

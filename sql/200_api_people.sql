@@ -32,7 +32,7 @@ begin
     -- A new active operator; p_auth_user_id links a web login (the JWT's
     -- sub). Refuses a blank name or a capacity outside 1..1000 (23514), a
     -- login already linked (23505), web callers and narrowed backends (42501).
-    perform chatdesk.require_backend('create operators');
+    perform chatdesk.authorize('create operators', 'backend');
     perform chatdesk.check_name('operator name', p_name);
     if p_max_concurrent_chats is null or p_max_concurrent_chats not between 1 and 1000 then
         raise exception using errcode = '23514',
@@ -59,7 +59,7 @@ as $$
 begin
     -- Takes an operator off (or back on) duty. An inactive operator cannot
     -- claim; chats already assigned stay until answered, released or idle.
-    perform chatdesk.require_backend('change who is active');
+    perform chatdesk.authorize('change who is active', 'backend');
     if p_is_active is null then
         raise exception using errcode = '23514',
             message = format('chatdesk: is_active of operator %s must be true or false', p_operator_id);
@@ -88,7 +88,7 @@ begin
     -- A new real user; p_auth_user_id links a web login (the JWT's sub).
     -- Refuses a blank or over-long name (23514), a login already linked
     -- (23505), web callers and narrowed backends (42501).
-    perform chatdesk.require_backend('create real users');
+    perform chatdesk.authorize('create real users', 'backend');
     perform chatdesk.check_name('display name', p_display_name);
     insert into chatdesk.real_users (display_name, auth_user_id)
     values (p_display_name, p_auth_user_id)
@@ -112,7 +112,7 @@ begin
     -- operator or real user: name exactly one of the two. Refuses an unknown
     -- person (23503), a login already linked elsewhere (23505), web callers
     -- and narrowed backends (42501).
-    perform chatdesk.require_backend('link web logins');
+    perform chatdesk.authorize('link web logins', 'backend');
     if (p_operator_id is null) = (p_real_user_id is null) then
         raise exception using errcode = '23514',
             message = format('chatdesk: name either an operator or a real user to link, not %s and %s',
@@ -146,7 +146,7 @@ declare
 begin
     -- Marks the operator as present: idle release measures from the latest
     -- of this, their last message and their last claim.
-    perform chatdesk.require_operator(p_operator_id, 'send a heartbeat');
+    perform chatdesk.authorize('send a heartbeat', 'operator', p_operator_id);
     update chatdesk.operators
        set last_seen_at = v_now,
            last_active_at = greatest(last_active_at, v_now)

@@ -14,7 +14,7 @@ declare
 begin
     -- A new chat in waiting_real_user_reply. Refuses an unknown user
     -- (23503), and anyone but that user or a backend (42501).
-    perform chatdesk.require_real_user(p_real_user_id, 'start a chat');
+    perform chatdesk.authorize('start a chat', 'real user', p_real_user_id);
     if p_real_user_id is null or not exists (select 1 from chatdesk.real_users where id = p_real_user_id) then
         raise exception using errcode = '23503',
             message = format('chatdesk: real user %s does not exist', coalesce(p_real_user_id::text, 'null'));
@@ -82,7 +82,7 @@ begin
     -- chat goes back to waiting_real_user_reply. A retry with the same client
     -- id returns the first message, even after the chat has moved on. Only
     -- that operator, or a backend, may act as p_operator_id (42501).
-    perform chatdesk.require_operator(p_operator_id, 'write messages');
+    perform chatdesk.authorize('write messages', 'operator', p_operator_id);
     insert into chatdesk.messages (chat_id, sender_type, handled_by_operator_id, body,
                                    client_message_id, seen_message_id)
     values (p_chat_id, 'operator', p_operator_id, p_body, p_client_message_id, p_seen_message_id)

@@ -51,7 +51,7 @@ begin
     -- so two claims by one operator cannot both pass its capacity. Refuses:
     -- unknown operator (23503), inactive (CD003), at max_concurrent_chats (CD004).
     -- Only that operator, or a backend, may claim for p_operator_id (42501).
-    perform chatdesk.require_operator(p_operator_id, 'claim');
+    perform chatdesk.authorize('claim', 'operator', p_operator_id);
     -- Checked first without a lock, so a refused claim takes no chat.
     select * into v_op from chatdesk.operators where id = p_operator_id;
     perform chatdesk.check_claim(v_op, p_operator_id, null, v_op.assigned_chats + 1);
@@ -91,27 +91,10 @@ begin
     -- anyone but the assignee (CD001), and acting as another operator
     -- (42501). A web caller hears only "not the assignee" about chats it does
     -- not hold, unknown ones included.
-    perform chatdesk.require_operator(p_operator_id, 'release chats');
+    perform chatdesk.authorize('release chats', 'operator', p_operator_id);
     select * into v_chat from chatdesk.chats where id = p_chat_id for no key update;
-    if chatdesk.is_web_caller() and v_chat.assigned_operator_id is distinct from p_operator_id then
-        raise exception using errcode = 'CD001',
-            message = format('chatdesk: operator %s is not the assignee of chat %s',
-                             p_operator_id, coalesce(p_chat_id::text, 'null'));
-    end if;
-    if not found then
-        raise exception using errcode = '23503',
-            message = format('chatdesk: chat %s does not exist (operator %s)',
-                             coalesce(p_chat_id::text, 'null'), coalesce(p_operator_id::text, 'null'));
-    end if;
-    if p_operator_id is null or not exists (select 1 from chatdesk.operators where id = p_operator_id) then
-        raise exception using errcode = '23503',
-            message = format('chatdesk: operator %s does not exist', coalesce(p_operator_id::text, 'null'));
-    end if;
     if v_chat.assigned_operator_id is distinct from p_operator_id then
-        raise exception using errcode = 'CD001',
-            message = format('chatdesk: operator %s is not the assignee of chat %s (%s, assignee %s)',
-                             p_operator_id, p_chat_id, v_chat.chat_state,
-                             coalesce(v_chat.assigned_operator_id::text, 'none'));
+        perform chatdesk.refuse_not_assignee(v_chat, p_chat_id, p_operator_id, 'release');
     end if;
     update chatdesk.chats
        set chat_state = 'waiting_assignment', state_reason = 'release'
@@ -141,7 +124,7 @@ begin
     -- a chat being written to right now is not idle, and each chat is released
     -- by one of them. Refuses a missing, non-positive or absurd (over 30
     -- days) interval (23514); web callers and narrowed backends (42501).
-    perform chatdesk.require_backend('release idle chats');
+    perform chatdesk.authorize('release idle chats', 'backend');
     if p_idle_after is null or p_idle_after <= interval '0' or p_idle_after > interval '30 days' then
         raise exception using errcode = '23514',
             message = format('chatdesk: idle_after must be a positive interval of at most 30 days, not %s',

@@ -97,7 +97,7 @@ begin
     -- Every operator's row for p_date in one set-based pass; returns rows
     -- written. One rollup at a time: waits (up to lock_timeout) for another
     -- rollup's transaction. For backends only (42501).
-    perform chatdesk.require_backend('roll up stats');
+    perform chatdesk.authorize('roll up stats', 'backend');
     perform 1 from chatdesk.runner_locks where name = 'rollup' for update;
     return chatdesk.write_operator_stats(p_date, null);
 end;
@@ -113,13 +113,10 @@ as $$
 begin
     -- rollup_operator_stats, but null at once, writing nothing, while another
     -- transaction is rolling up (the runner polls with it: a waiting rollup
-    -- never sits inside a statement). For backends only (42501).
-    perform chatdesk.require_backend('roll up stats');
+    -- never sits inside a statement). Once it holds the lock row,
+    -- rollup_operator_stats takes it again without waiting.
     perform 1 from chatdesk.runner_locks where name = 'rollup' for update skip locked;
-    if not found then
-        return null;
-    end if;
-    return chatdesk.write_operator_stats(p_date, null);
+    return case when found then chatdesk.rollup_operator_stats(p_date) end;
 end;
 $$;
 
@@ -140,7 +137,7 @@ begin
     -- One operator's row for p_date; the same figures the rollup writes.
     -- Refuses an unknown operator (23503), a date out of range (23514), web
     -- callers and narrowed backends (42501).
-    perform chatdesk.require_backend('write stats');
+    perform chatdesk.authorize('write stats', 'backend');
     if p_operator_id is null or not exists (select 1 from chatdesk.operators where id = p_operator_id) then
         raise exception using errcode = '23503',
             message = format('chatdesk: operator %s does not exist', coalesce(p_operator_id::text, 'null'));

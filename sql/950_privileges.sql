@@ -5,20 +5,26 @@
 -- ---------------------------------------------------------------------------
 revoke all on all functions in schema chatdesk from public;
 
--- A trusted backend: every function of the contract. The writing ones run as
--- the owner (security definer); the rules in the triggers apply all the same.
+-- What an operator or a visitor does as itself: a browser through PostgREST /
+-- Supabase (each function checks who the JWT says the caller is), and a
+-- trusted backend, for whom its parameters name.
 grant execute on function
-    chatdesk.create_operator(text, int, uuid),
-    chatdesk.set_operator_active(uuid, boolean),
-    chatdesk.create_real_user(text, uuid),
-    chatdesk.link_auth_user(uuid, uuid, uuid),
     chatdesk.start_chat(uuid),
     chatdesk.send_user_message(uuid, text, text),
     chatdesk.send_operator_message(uuid, uuid, text, text, bigint),
     chatdesk.claim_next_chat(uuid),
     chatdesk.release_chat(uuid, uuid),
     chatdesk.close_chat(uuid),
-    chatdesk.heartbeat(uuid),
+    chatdesk.heartbeat(uuid)
+    to chatdesk_app, chatdesk_web;
+
+-- The rest of the contract, for backends only. The writing functions run as
+-- the owner (security definer); the rules in the triggers apply all the same.
+grant execute on function
+    chatdesk.create_operator(text, int, uuid),
+    chatdesk.set_operator_active(uuid, boolean),
+    chatdesk.create_real_user(text, uuid),
+    chatdesk.link_auth_user(uuid, uuid, uuid),
     chatdesk.release_idle_chats(interval),
     chatdesk.update_operator_stats(uuid, date),
     chatdesk.rollup_operator_stats(date),
@@ -34,20 +40,8 @@ grant execute on function
     chatdesk.caller_role()
     to chatdesk_app;
 
--- A browser through PostgREST / Supabase: what an operator or a visitor does
--- as itself (each function checks who the JWT says the caller is), and the
--- identity functions its row-level security policies call.
-grant execute on function
-    chatdesk.start_chat(uuid),
-    chatdesk.send_user_message(uuid, text, text),
-    chatdesk.send_operator_message(uuid, uuid, text, text, bigint),
-    chatdesk.claim_next_chat(uuid),
-    chatdesk.release_chat(uuid, uuid),
-    chatdesk.close_chat(uuid),
-    chatdesk.heartbeat(uuid),
-    chatdesk.web_operator_id(),
-    chatdesk.web_real_user_id()
-    to chatdesk_web;
+-- The identity functions web callers' row-level security policies call.
+grant execute on function chatdesk.web_operator_id(), chatdesk.web_real_user_id() to chatdesk_web;
 
 -- Views (re-created with their privileges kept; granted here so a new one is too).
 grant select on chatdesk.operator_load to chatdesk_app, chatdesk_reporting, chatdesk_web;

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import uuid
 from datetime import datetime, timedelta, timezone
 
 import psycopg
@@ -237,3 +238,26 @@ def catalog_schema(conninfo: str) -> str:
     (view bodies, which PostgreSQL 18 prints differently, are left out)."""
     with psycopg.connect(conninfo) as conn:
         return "\n".join(r[0] for r in conn.execute(CATALOG_DESCRIPTION)) + "\n"
+
+
+# -- a cast for the access tests -------------------------------------------------------
+
+def two_operators_two_visitors(url: str) -> dict[str, str]:
+    """Operators A and B and visitors V and W, each with a web login (the JWT's
+    sub); A holds V's chat, B holds W's, and one chat of W's waits in the
+    queue. Returns every id as text: a, b, v, w, a_login .. w_login, a_chat,
+    b_chat, queued."""
+    with connect(url) as conn:
+        p = {k: str(uuid.uuid4()) for k in ("a_login", "b_login", "v_login", "w_login")}
+        one = lambda sql, *args: str(conn.execute(sql, args).fetchone()[0])  # noqa: E731
+        p["a"] = one("select create_operator('Ann', 5, %s)", p["a_login"])
+        p["b"] = one("select create_operator('Bob', 5, %s)", p["b_login"])
+        p["v"] = one("select create_real_user('Vic', %s)", p["v_login"])
+        p["w"] = one("select create_real_user('Wes', %s)", p["w_login"])
+        for chat, user, op in (("a_chat", "v", "a"), ("b_chat", "w", "b")):
+            p[chat] = one("select start_chat(%s)", p[user])
+            conn.execute("select send_user_message(%s, 'help')", (p[chat],))
+            assert one("select claim_next_chat(%s)", p[op]) == p[chat]
+        p["queued"] = one("select start_chat(%s)", p["w"])
+        conn.execute("select send_user_message(%s, 'waiting')", (p["queued"],))
+    return p

@@ -21,6 +21,21 @@ begin
 end;
 $$;
 
+create or replace function chatdesk_test.setup()
+returns void
+language plpgsql
+as $$
+begin
+    -- What every chatdesk pgTAP file does first, right after `begin`: pgTAP
+    -- itself (created inside the file's transaction when the database lacks
+    -- it), search_path chatdesk, public for the rest of the transaction, and
+    -- the fixtures table.
+    create extension if not exists pgtap;
+    perform set_config('search_path', 'chatdesk, public', true);
+    perform chatdesk_test.begin_fixtures();
+end;
+$$;
+
 create or replace function chatdesk_test.id(p_name text)
 returns uuid
 language plpgsql

@@ -12,28 +12,13 @@ import psycopg
 import pytest
 from chatdesk.errors import NOT_ALLOWED, NOT_ASSIGNEE
 from chatdesk.logins import create_login
-from helpers import connect
+from helpers import connect, two_operators_two_visitors
 from psycopg.conninfo import make_conninfo
 
 
 @pytest.fixture
 def people(db_url):
-    """Operators A and B and visitors V and W with web logins; A holds V's chat,
-    B holds W's; one chat of W's waits in the queue."""
-    with connect(db_url) as conn:
-        p = {k: str(uuid.uuid4()) for k in ("a_login", "b_login", "v_login", "w_login")}
-        one = lambda sql, *args: str(conn.execute(sql, args).fetchone()[0])  # noqa: E731
-        p["a"] = one("select create_operator('Ann', 5, %s)", p["a_login"])
-        p["b"] = one("select create_operator('Bob', 5, %s)", p["b_login"])
-        p["v"] = one("select create_real_user('Vic', %s)", p["v_login"])
-        p["w"] = one("select create_real_user('Wes', %s)", p["w_login"])
-        for chat, user, op in (("a_chat", "v", "a"), ("b_chat", "w", "b")):
-            p[chat] = one("select start_chat(%s)", p[user])
-            conn.execute("select send_user_message(%s, 'help')", (p[chat],))
-            assert one("select claim_next_chat(%s)", p[op]) == p[chat]
-        p["queued"] = one("select start_chat(%s)", p["w"])
-        conn.execute("select send_user_message(%s, 'waiting')", (p["queued"],))
-    return p
+    return two_operators_two_visitors(db_url)
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ import uuid
 import psycopg
 import pytest
 from chatdesk.errors import NOT_ALLOWED
+from helpers import two_operators_two_visitors
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -80,14 +81,12 @@ FUNCTIONS = {
     # internal: helpers of the functions above, and trigger functions
     "jwt_subject": ("jwt_subject()", set()),
     "web_caller_name": ("web_caller_name()", set()),
-    "require_backend": ("require_backend('x')", set()),
-    "require_operator": ("require_operator('{a}', 'x')", set()),
-    "require_real_user": ("require_real_user('{v}', 'x')", set()),
+    "authorize": ("authorize('x', 'operator', '{a}')", set()),
     "require_own_chat": ("require_own_chat('{a_chat}', 'x')", set()),
     "is_blank": ("is_blank('x')", set()),
     "check_name": ("check_name('x', 'y')", set()),
     "check_claim": ("check_claim(null, '{a}', null, 1)", set()),
-    "refuse_operator_message": ("refuse_operator_message(null, '{a}')", set()),
+    "refuse_not_assignee": ("refuse_not_assignee(null, '{a_chat}', '{a}', 'release')", set()),
     "recount_chats": ("recount_chats(array['{a_chat}'::uuid])", set()),
     "recount_operators": ("recount_operators(array['{a}'::uuid])", set()),
     "write_operator_stats": ("write_operator_stats(current_date, null)", set()),
@@ -141,24 +140,10 @@ def expected_rows(relation: str, caller: str) -> str | None:
 
 @pytest.fixture
 def world(db_url):
-    """Operators A and B, visitors V and W, each with a web login; A holds V's
-    chat, B holds W's, and one chat of W's waits in the queue; a day of stats."""
-    with psycopg.connect(db_url, autocommit=True, options="-c search_path=chatdesk") as conn:
-        f = {k: str(uuid.uuid4()) for k in ("a_login", "b_login", "v_login", "w_login")}
-        one = lambda sql, *args: str(conn.execute(sql, args).fetchone()[0])  # noqa: E731
-        f["a"] = one("select create_operator('Ann', 5, %s)", f["a_login"])
-        f["b"] = one("select create_operator('Bob', 5, %s)", f["b_login"])
-        f["v"] = one("select create_real_user('Vic', %s)", f["v_login"])
-        f["w"] = one("select create_real_user('Wes', %s)", f["w_login"])
-        f["a_chat"] = one("select start_chat(%s)", f["v"])
-        conn.execute("select send_user_message(%s, 'help A')", (f["a_chat"],))
-        assert one("select claim_next_chat(%s)", f["a"]) == f["a_chat"]
-        f["b_chat"] = one("select start_chat(%s)", f["w"])
-        conn.execute("select send_user_message(%s, 'help B')", (f["b_chat"],))
-        assert one("select claim_next_chat(%s)", f["b"]) == f["b_chat"]
-        f["queued"] = one("select start_chat(%s)", f["w"])
-        conn.execute("select send_user_message(%s, 'waiting')", (f["queued"],))
-        conn.execute("select rollup_operator_stats(current_date)")
+    """The cast of helpers.two_operators_two_visitors, and a day of stats."""
+    f = two_operators_two_visitors(db_url)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("select chatdesk.rollup_operator_stats(current_date)")
     return db_url, f
 
 

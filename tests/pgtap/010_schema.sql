@@ -1,7 +1,6 @@
 -- The contract's names: schema, tables, columns, functions.
 begin;
-create extension if not exists pgtap;
-set local search_path = chatdesk, public;
+select chatdesk_test.setup();
 select plan(36);
 
 select has_schema('chatdesk', 'schema chatdesk exists');

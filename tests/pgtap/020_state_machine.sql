@@ -1,11 +1,9 @@
 -- Every transition of the contract's table: allowed ones move and log,
 -- everything else (a direct UPDATE too) is refused with CD002 and writes nothing.
 begin;
-create extension if not exists pgtap;
-set local search_path = chatdesk, public;
+select chatdesk_test.setup();
 select plan(30);
 
-select chatdesk_test.begin_fixtures();
 insert into fixtures values ('ann', create_operator('Ann', 5)), ('bob', create_operator('Bob', 5)),
                        ('user', create_real_user('Uma'));
 insert into fixtures select 'c1', start_chat(id) from fixtures where name = 'user';

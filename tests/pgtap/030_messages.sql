@@ -1,11 +1,9 @@
 -- Message rules: validation, unknown ids, assignee only, closed chats,
 -- idempotent retries, the reply race, and direct INSERTs under the same rules.
 begin;
-create extension if not exists pgtap;
-set local search_path = chatdesk, public;
+select chatdesk_test.setup();
 select plan(36);
 
-select chatdesk_test.begin_fixtures();
 insert into fixtures values ('ann', create_operator('Ann', 5)), ('bob', create_operator('Bob', 5)),
                        ('user', create_real_user('Uma'));
 insert into fixtures select 'c1', start_chat(id) from fixtures where name = 'user';

@@ -1,11 +1,9 @@
 -- Assignment: FIFO claims, capacity, inactive operators, the empty queue,
 -- release keeps the place, idle release with a controlled clock.
 begin;
-create extension if not exists pgtap;
-set local search_path = chatdesk, public;
+select chatdesk_test.setup();
 select plan(26);
 
-select chatdesk_test.begin_fixtures();
 insert into fixtures values ('ann', create_operator('Ann', 2)), ('bob', create_operator('Bob', 1)),
                        ('cy', create_operator('Cy', 3)), ('user', create_real_user('Uma'));
 insert into fixtures select 'c' || n, start_chat(id) from fixtures, generate_series(1, 4) n where name = 'user';

@@ -1,11 +1,9 @@
 -- Daily stats: each metric on hand-made data, time-zone midnight, DST days,
 -- zeros for idle operators, idempotency, and update_operator_stats = rollup.
 begin;
-create extension if not exists pgtap;
-set local search_path = chatdesk, public;
+select chatdesk_test.setup();
 select plan(21);
 
-select chatdesk_test.begin_fixtures();
 insert into fixtures values ('ann', create_operator('Ann', 3)), ('bob', create_operator('Bob')),
                        ('cy', create_operator('Cy')), ('dan', create_operator('Dan')),
                        ('user', create_real_user('Uma'));

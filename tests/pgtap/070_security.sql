@@ -3,11 +3,9 @@
 -- PostgREST's per-request protocol, and reporting. Each rule is attacked as
 -- another identity and as no identity.
 begin;
-create extension if not exists pgtap;
-set local search_path = chatdesk, public;
+select chatdesk_test.setup();
 select plan(73);
 
-select chatdesk_test.begin_fixtures();
 insert into fixtures values ('ann_login', gen_random_uuid()), ('bob_login', gen_random_uuid()),
                             ('uma_login', gen_random_uuid()), ('ulf_login', gen_random_uuid()),
                             ('stranger', gen_random_uuid());
