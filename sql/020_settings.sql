@@ -15,7 +15,27 @@ begin
             message = format('chatdesk: stats_time_zone %L is not an IANA time zone name', new.value),
             hint = 'Use a name such as UTC, Europe/Berlin or America/New_York.';
     end if;
+    -- feed_retention: how long change-feed rows are kept, 1 minute to 365 days.
+    if new.key = 'feed_retention'
+       and (new.value !~ '^[0-9a-z :.-]+$' or not chatdesk.is_interval_between(new.value, '1 minute', '365 days')) then
+        raise exception using
+            errcode = '23514',
+            message = format('chatdesk: feed_retention %L must be an interval from 1 minute to 365 days', new.value);
+    end if;
     return new;
+end;
+$$;
+
+create or replace function chatdesk.is_interval_between(p_text text, p_low interval, p_high interval)
+returns boolean
+language plpgsql
+immutable
+as $$
+begin
+    -- Whether p_text is an interval from p_low to p_high (false when it is no interval at all).
+    return p_text::interval between p_low and p_high;
+exception when others then
+    return false;
 end;
 $$;
 

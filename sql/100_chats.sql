@@ -26,6 +26,8 @@ begin
     new.queued_at := null;
     new.assigned_at := null;
     new.created_at := chatdesk.clock();
+    new.change_seq := 1;  -- its creation is its first change (chats__log_insert)
+    new.change_tx := pg_current_xact_id();
     return new;
 end;
 $$;
@@ -95,12 +97,15 @@ begin
         end if;
     end if;
 
-    -- One chat_events row per change. Written here rather than by an AFTER
-    -- trigger (one trigger call less on every change); should the UPDATE
-    -- still fail, the statement rolls back and the row goes with it.
+    -- One chat_events row and one change-feed row per change. Written here
+    -- rather than by an AFTER trigger (one trigger call less on every
+    -- change); should the UPDATE still fail, the statement rolls back and the
+    -- rows go with it.
     insert into chatdesk.chat_events (chat_id, from_state, to_state, operator_id, reason, created_at)
     values (old.id, old.chat_state, new.chat_state,
             coalesce(new.assigned_operator_id, old.assigned_operator_id), v_event, chatdesk.clock());
+    new.change_seq := new.change_seq + 1;
+    new.change_tx := chatdesk.publish_change(new, 'chat', null, old.chat_state);
     return new;
 end;
 $$;
@@ -112,10 +117,11 @@ security definer  -- writes chat_events, which applications may not write
 set search_path = chatdesk, pg_temp
 as $$
 begin
-    -- The chat's first chat_events row: its creation (state changes are
-    -- logged by chats__guard_state).
+    -- The chat's first chat_events row and change-feed row: its creation
+    -- (state changes are logged by chats__guard_state).
     insert into chatdesk.chat_events (chat_id, from_state, to_state, operator_id, reason, created_at)
     values (new.id, null, new.chat_state, null, new.state_reason, new.created_at);
+    perform chatdesk.publish_change(new, 'chat', null, null);
     return null;
 end;
 $$;

@@ -134,12 +134,19 @@ begin
     new.created_at := chatdesk.clock();
     new.reply_started_at := null;
 
+    -- The message's change-feed row, before the chat's update below: a state
+    -- change it causes follows it, in the feed and in the chat's sequence.
+    v_chat.change_seq := v_chat.change_seq + 1;
+    v_chat.change_tx := chatdesk.publish_change(v_chat, 'message', new.id, null);
+
     if new.sender_type = 'real_user' then
         -- where the state table sends a chat on a user message (null: it stays)
         select t.to_state into v_next from chatdesk.state_transitions t
          where t.event = 'user_message' and t.from_state = v_chat.chat_state;
         update chatdesk.chats
            set message_count = message_count + 1,
+               change_seq = v_chat.change_seq,
+               change_tx = v_chat.change_tx,
                last_message_at = greatest(last_message_at, new.created_at),
                last_user_message_id = new.id,
                waiting_since = coalesce(waiting_since, new.created_at),
@@ -160,6 +167,8 @@ begin
         end if;
         update chatdesk.chats
            set message_count = message_count + 1,
+               change_seq = v_chat.change_seq,
+               change_tx = v_chat.change_tx,
                last_message_at = greatest(last_message_at, new.created_at),
                waiting_since = null,
                chat_state = coalesce(v_next, chat_state),
@@ -176,6 +185,8 @@ begin
     else
         update chatdesk.chats
            set message_count = message_count + 1,
+               change_seq = v_chat.change_seq,
+               change_tx = v_chat.change_tx,
                last_message_at = greatest(last_message_at, new.created_at)
          where id = new.chat_id;
     end if;

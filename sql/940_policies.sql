@@ -83,6 +83,22 @@ drop policy if exists operators_web_read on chatdesk.operators;
 create policy operators_web_read on chatdesk.operators for select to chatdesk_web
     using (id = (select chatdesk.web_operator_id()));
 
+-- ---- the change feed: what each caller may see of the tables, change by change ----
+-- An operator: the queue's comings and goings (without messages) and its own
+-- chats' changes while it holds them. A visitor: its own chats. A backend
+-- narrowed to an operator: as that operator.
+drop policy if exists changes_app_read on chatdesk.changes;
+create policy changes_app_read on chatdesk.changes for select to chatdesk_app
+    using ((select chatdesk.current_operator_id()) is null
+           or operator_id = (select chatdesk.current_operator_id())
+           or (kind = 'chat' and 'waiting_assignment' in (chat_state, from_state)));
+drop policy if exists changes_web_read on chatdesk.changes;
+create policy changes_web_read on chatdesk.changes for select to chatdesk_web
+    using (real_user_id = (select chatdesk.web_real_user_id())
+           or operator_id = (select chatdesk.web_operator_id())
+           or (kind = 'chat' and 'waiting_assignment' in (chat_state, from_state)
+               and (select chatdesk.web_operator_id()) is not null));
+
 -- ---- daily stats ----
 drop policy if exists operator_daily_stats_app_read on chatdesk.operator_daily_stats;
 create policy operator_daily_stats_app_read on chatdesk.operator_daily_stats for select to chatdesk_app using (true);

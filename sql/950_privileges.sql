@@ -15,7 +15,12 @@ grant execute on function
     chatdesk.claim_next_chat(uuid),
     chatdesk.release_chat(uuid, uuid),
     chatdesk.close_chat(uuid),
-    chatdesk.heartbeat(uuid)
+    chatdesk.heartbeat(uuid),
+    -- the change feed, and what it calls as the caller
+    chatdesk.changes_since(text, int),
+    chatdesk.feed_position(),
+    chatdesk.parse_cursor(text),
+    chatdesk.feed_horizon()
     to chatdesk_app, chatdesk_web;
 
 -- The rest of the contract, for backends only. The writing functions run as
@@ -30,6 +35,7 @@ grant execute on function
     chatdesk.rollup_operator_stats(date),
     chatdesk.try_rollup_operator_stats(date),
     chatdesk.act_as_operator(uuid),
+    chatdesk.prune_changes(),
     chatdesk.stats_today(),
     chatdesk.stats_time_zone(),
     chatdesk.clock(),
@@ -46,4 +52,5 @@ grant execute on function chatdesk.web_operator_id(), chatdesk.web_real_user_id(
 -- Views (re-created with their privileges kept; granted here so a new one is too).
 grant select on chatdesk.operator_load to chatdesk_app, chatdesk_reporting, chatdesk_web;
 grant select on chatdesk.chat_counters_actual, chatdesk.operator_counters_actual to chatdesk_app;
+
 grant execute on function chatdesk.stats_time_zone() to chatdesk_reporting;

@@ -12,6 +12,7 @@
 \ir 310_views.sql
 \ir 400_stats.sql
 \ir 500_verify.sql
+\ir 600_feed.sql
 \ir 900_triggers.sql
 \ir 940_policies.sql
 \ir 950_privileges.sql

@@ -55,6 +55,12 @@ FUNCTIONS = {
     "release_chat": ("release_chat('{a_chat}', '{a}')", BACKEND | {"web_op_a"}),
     "close_chat": ("close_chat('{a_chat}')", BACKEND | {"web_op_a", "web_visitor"}),
     "start_chat": ("start_chat('{v}')", BACKEND | {"web_visitor"}),
+    # the change feed: everyone but reporting reads it (row-level security says what)
+    "changes_since": ("changes_since()", BACKEND | WEB),
+    "feed_position": ("feed_position()", BACKEND | WEB),
+    "parse_cursor": ("parse_cursor('1:1')", BACKEND | WEB),
+    "feed_horizon": ("feed_horizon()", BACKEND | WEB),
+    "prune_changes": ("prune_changes()", BACKEND),
     "send_user_message": ("send_user_message('{a_chat}', 'hi')", BACKEND | {"web_visitor"}),
     # maintenance: backends only
     "create_operator": ("create_operator('X')", BACKEND),
@@ -85,6 +91,9 @@ FUNCTIONS = {
     "require_own_chat": ("require_own_chat('{a_chat}', 'x')", set()),
     "is_blank": ("is_blank('x')", set()),
     "check_name": ("check_name('x', 'y')", set()),
+    "is_interval_between": ("is_interval_between('1 day', '1 minute', '2 days')", set()),
+    "feed_retention": ("feed_retention()", set()),
+    "publish_change": ("publish_change(null, 'chat', null, null)", set()),
     "check_claim": ("check_claim(null, '{a}', null, 1)", set()),
     "refuse_not_assignee": ("refuse_not_assignee(null, '{a_chat}', '{a}', 'release')", set()),
     "recount_chats": ("recount_chats(array['{a_chat}'::uuid])", set()),
@@ -125,6 +134,12 @@ RELATIONS = {
     "chat_counters_actual": {"backend": ALL},
     "operator_counters_actual": {"backend": ALL},
     "runner_locks": {},
+    "changes_horizon": {},
+    # operators: the queue's chat changes and their chats' changes; a visitor: its own chats
+    "changes": {"backend": ALL, "reporting": None,
+                "web_op_a": "operator_id = '{a}' or (kind = 'chat' and 'waiting_assignment' in (chat_state, from_state))",
+                "web_op_b": "operator_id = '{b}' or (kind = 'chat' and 'waiting_assignment' in (chat_state, from_state))",
+                "web_visitor": "real_user_id = '{v}'"},
     "sql_loaded": {},
 }
 
@@ -160,9 +175,19 @@ def as_caller(conn: psycopg.Connection, caller: str, f: dict, sql: str):
         return error.sqlstate, error.diag.message_primary or ""
 
 
-def foreign_ids(text: str, f: dict, caller: str, passed: str) -> set[str]:
+# The feed also tells operators of the queue's comings and goings: every chat
+# that ever waited in the queue (each did, and each was in the queue every
+# operator reads then), not to whom it went.
+FEED_FUNCTIONS = {"changes_since", "feed_position"}
+QUEUE_HISTORY = {"a_chat", "b_chat", "queued"}
+
+
+def foreign_ids(text: str, f: dict, caller: str, passed: str, name: str = "") -> set[str]:
     """Fixture ids in text that the caller may not see, nor passed in the call."""
-    allowed = {f[k] for k in VISIBLE.get(caller, set())} | set(UUID.findall(passed))
+    visible = set(VISIBLE.get(caller, set()))
+    if name in FEED_FUNCTIONS and caller in ("web_op_a", "web_op_b"):
+        visible |= QUEUE_HISTORY
+    allowed = {f[k] for k in visible} | set(UUID.findall(passed))
     return {i for i in UUID.findall(text) if i in f.values() and i not in allowed}
 
 
@@ -191,7 +216,7 @@ def test_every_function_against_every_caller(world, name):
                     wrong.append(f"{caller}: refused, should be allowed ({detail})")
             elif outcome != NOT_ALLOWED:
                 wrong.append(f"{caller}: {outcome}, should be refused with 42501 ({detail})")
-            leaked = foreign_ids(str(detail), f, caller, call) if caller in WEB else set()
+            leaked = foreign_ids(str(detail), f, caller, call, name) if caller in WEB else set()
             if leaked:
                 wrong.append(f"{caller}: the answer names ids it may not see: {detail}")
     assert not wrong, f"{call}\n" + "\n".join(wrong)

@@ -47,4 +47,4 @@ def test_demo_without_a_database_runs_on_an_embedded_server():
     assert "Starting an embedded PostgreSQL" in result.stderr
     assert "operator     cap  sent chats  reply p50  reply p90" in result.stdout
     assert "Messages per hour" in result.stdout and "Queue depth" in result.stdout
-    assert "FAIL" not in result.stdout and result.stdout.count("ok     0") == 10
+    assert "FAIL" not in result.stdout and result.stdout.count("ok     0") == 12

@@ -81,14 +81,16 @@ def pgbench_binary() -> str:
     return found
 
 
-def run_pgbench(conninfo: str, script: str, clients: int, seconds: float, workdir: Path, options: str) -> tuple[float, float, float]:
+def run_pgbench(conninfo: str, script: str, clients: int, seconds: float, workdir: Path, options: str,
+                rate: int | None = None) -> tuple[float, float, float]:
     """tps, average and p99 latency (ms) of one pgbench run of `script`."""
     run_dir = Path(tempfile.mkdtemp(dir=workdir))
     (run_dir / "script.sql").write_text(script)
     env = {**db.libpq_env(conninfo), "PGOPTIONS": options}
     result = subprocess.run(
         [pgbench_binary(), "-n", "-M", "prepared", "-c", str(clients), "-j", str(min(clients, os.cpu_count() or 1)),
-         "-T", str(max(1, round(seconds))), "-f", str(run_dir / "script.sql"), "-l", "--log-prefix", str(run_dir / "log")],
+         "-T", str(max(1, round(seconds))), "-f", str(run_dir / "script.sql"), "-l", "--log-prefix", str(run_dir / "log")]
+        + (["-R", str(rate)] if rate else []),
         capture_output=True, text=True, env=env, cwd=run_dir)
     if result.returncode != 0:
         raise ChatdeskError(f"pgbench failed: {(result.stderr or result.stdout).strip().splitlines()[-1]}")
@@ -131,6 +133,41 @@ def stall_during(conninfo: str, script: str, clients: int, seconds: float, workd
                 longest = max(longest, int(fields[2]) / 1000.0)
     shutil.rmtree(run_dir, ignore_errors=True)
     return longest, ended - started, tps
+
+
+def feed_latency(conninfo: str, script: str, clients: int, seconds: float, workdir: Path, options: str,
+                 rate: int) -> tuple[float, float, float, int, int]:
+    """pgbench at `rate` transactions/s while a Feed (chatdesk.feed, as
+    `chatdesk watch` uses it) follows from the current position. Returns the
+    p50, p95 and p99 of commit-to-delivery latency (ms: delivery time minus
+    the change's created_at, taken just before its commit), the changes
+    delivered, and pgbench's transactions."""
+    import threading
+
+    from chatdesk.feed import Feed
+
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        start = conn.execute("select chatdesk.feed_position()").fetchone()[0]
+    latencies = []
+    feed = Feed(conninfo, start, poll=0.2)
+
+    def follow():
+        for change in feed:
+            latencies.append((time.time() - change.created_at.timestamp()) * 1000)
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    time.sleep(1.5)  # the probe and the first read
+    tps = run_pgbench(conninfo, script, clients, seconds, workdir, options + "", rate=rate)[0]
+    time.sleep(1.0)
+    feed.stop()
+    reader.join(timeout=10)
+    ordered = sorted(latencies) or [0.0]
+
+    def pct(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    return pct(0.5), pct(0.95), pct(0.99), len(latencies), round(tps * max(1, round(seconds)))
 
 
 def timed(conn: psycopg.Connection, sql: str, params=(), repeat: int = 5) -> float:
@@ -322,9 +359,25 @@ def run(conninfo: str, scale: Scale, say=lambda text: None, synchronous_commit: 
             report.checks["ingest counters drift"] = conn.execute(
                 "select count(*) from chatdesk.verify_counters()").fetchone()[0]
 
-            say("migrate while messages flow ...")
-            clients = max(scale.clients)
+            say("change feed: the NOTIFY's cost, and commit-to-delivery latency ...")
             script = mixed(CHATDESK_USER, CHATDESK_OPERATOR).format(**fill)
+            clients = max(scale.clients)
+            off = run_pgbench(conninfo, script, clients, scale.seconds, workdir, options + " -c chatdesk.feed_notify=off")
+            on = run_pgbench(conninfo, script, clients, scale.seconds, workdir, options)
+            report.rows.append(Row("change feed", "ingest, NOTIFY off", clients, *off))
+            report.rows.append(Row("change feed", "ingest, NOTIFY on (one per transaction)", clients, *on,
+                                   ratio=on[0] / off[0], note="ratio: on / off"))
+            say(f"  NOTIFY on: {on[0]:.0f} tps, p99 {on[2]:.1f} ms; off: {off[0]:.0f} tps, p99 {off[2]:.1f} ms")
+            user_only = CHATDESK_USER.format(**fill)
+            for rate in (100, 1000, 5000):
+                p50, p95, p99, delivered, sent = feed_latency(conninfo, user_only, clients, scale.seconds, workdir,
+                                                              options, rate)
+                report.rows.append(Row("change feed", f"commit to delivery at {rate} messages/s", clients,
+                                       note=f"p50 {p50:.0f} ms, p95 {p95:.0f} ms, p99 {p99:.0f} ms; "
+                                            f"{delivered} changes delivered for ~{sent} messages"))
+                say(f"  {rate}/s: p50 {p50:.0f} ms, p95 {p95:.0f} ms, p99 {p99:.0f} ms ({delivered} changes)")
+
+            say("migrate while messages flow ...")
             for rate in (1000, None):
                 for pending in (False, True):
                     def run_migrate(pending=pending):

@@ -166,6 +166,8 @@ def status(database_url: str | None, idle_after, as_json: bool) -> None:
                    f"last active {human(timedelta(seconds=idle)) + ' ago' if idle is not None else 'never'}"
                    f"{'  IDLE' if o['idle'] else ''}")
     click.echo(f"Chats held by idle operators (> {human(idle_after)}): {snap['chats_held_by_idle_operators']}")
+    click.echo(f"Change feed: {snap['feed_held_back']} changes held back by running transactions"
+               + (f", the oldest for {human(timedelta(seconds=snap['feed_lag_seconds']))}" if snap["feed_held_back"] else ""))
     click.echo("Stats: " + ", ".join(
         f"{s['date']} " + (f"rolled up {human(timedelta(seconds=s['age_seconds']))} ago" if s["computed_at"]
                            else "not rolled up") for s in snap["stats"]))
@@ -217,6 +219,32 @@ def schedule(database_url, idle_every, idle_after, rollup_every) -> None:
                           rollup_every=rollup_every.total_seconds())
     install_signal_handlers(scheduler)
     scheduler.run_forever()
+
+
+@cli.command()
+@click.option("--since", metavar="CURSOR", help="Resume after this cursor (the cursor of the last change you handled).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line, with its cursor.")
+@click.pass_obj
+def watch(database_url, since, as_json) -> None:
+    """Print the change feed as it happens, one line per change, until SIGINT/SIGTERM."""
+    import signal
+    import threading
+
+    from chatdesk import feed
+
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *args: stop.set())
+
+    def emit(change) -> None:
+        if as_json:
+            click.echo(json.dumps(change.as_json()))
+        else:
+            click.echo(f"{change.cursor}  {change.created_at.isoformat()}  chat {change.chat_id} #{change.chat_seq}  "
+                       + (f"message {change.message_id}" if change.kind == "message" else f"-> {change.chat_state}"))
+        sys.stdout.flush()
+
+    feed.follow(database_url, since, emit, on_notice=lambda text: click.echo(text, err=True), stop=stop)
 
 
 @cli.command("create-login")

@@ -292,6 +292,9 @@ def simulate(conn: psycopg.Connection, cfg: DemoConfig) -> dict:
         """select extract(hour from created_at at time zone %s)::int, count(*)
              from chatdesk.messages group by 1 order by 1""", (cfg.zone,)).fetchall())
     violations = {name: conn.execute(query).fetchone()[0] for name, query in INVARIANTS.items()}
+    feed = read_feed(conn)
+    violations["changes the feed did not deliver exactly once"] = abs(feed["written"] - feed["delivered"])
+    violations["chats whose feed sequence has a gap"] = feed["chats_with_gaps"]
     violations["operators seen over capacity during the day"] = t.over_capacity_seen
     violations["retried messages that got a new id"] = t.retries - t.retry_ids_matched
     violations["races where the chat did not stay with the operator"] = t.races - t.races_kept_assigned
@@ -309,8 +312,25 @@ def simulate(conn: psycopg.Connection, cfg: DemoConfig) -> dict:
                    "reply_p90_seconds": float(r[5]) if r[5] is not None else None} for r in stats],
         "messages_per_hour": {str(h): n for h, n in per_hour.items()},
         "queue_depth": [(ts.astimezone(sim.tz).strftime("%H:%M"), d) for ts, d in t.queue_samples],
+        "feed": feed,
         "violations": violations,
     }
+
+
+def read_feed(conn: psycopg.Connection) -> dict:
+    """The day as a feed reader sees it: every change read with changes_since
+    in batches, from the start, against what was written."""
+    cursor, delivered, seqs = None, 0, {}
+    gaps = set()
+    while rows := conn.execute("select cursor, chat_id, chat_seq from chatdesk.changes_since(%s, 5000)",
+                               (cursor,)).fetchall():
+        for cursor, chat, seq in rows:
+            if seq != seqs.get(chat, 0) + 1:
+                gaps.add(chat)
+            seqs[chat] = seq
+        delivered += len(rows)
+    written = conn.execute("select count(*) from chatdesk.changes").fetchone()[0]
+    return {"written": written, "delivered": delivered, "chats_with_gaps": len(gaps)}
 
 
 def render(report: dict) -> str:
@@ -341,6 +361,10 @@ def render(report: dict) -> str:
     first, last = (report["queue_depth"][0][0], report["queue_depth"][-1][0]) if depths else ("", "")
     out.append(f"Queue depth, every 10 minutes (max {max(depths, default=0)})")
     out.append(f"  {first} {line} {last}")
+    out.append("")
+    feed = report["feed"]
+    out.append(f"The change feed: {feed['written']} changes written, {feed['delivered']} delivered to a reader "
+               f"following it from the start, in order (commit-to-delivery latency: chatdesk bench)")
     out.append("")
     out.append("The rules held:")
     for name, count in report["violations"].items():

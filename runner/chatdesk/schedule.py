@@ -51,6 +51,7 @@ class Scheduler:
         self.jobs = [
             Job("release-idle", self.idle_every, self.release_idle),
             Job("rollup", self.rollup_every, self.rollup),
+            Job("prune-feed", self.rollup_every, self.prune_feed),
         ]
 
     # -- the jobs --------------------------------------------------------------
@@ -59,6 +60,11 @@ class Scheduler:
         with db.connect(self.conninfo) as conn:
             n = idle.release_idle(conn, self.idle_after)
         return f"released {n} chat{'s' if n != 1 else ''} idle over {human(self.idle_after)}"
+
+    def prune_feed(self) -> str:
+        with db.connect(self.conninfo) as conn:
+            n = conn.execute("select chatdesk.prune_changes()").fetchone()[0]
+        return f"pruned {n} change-feed row{'s' if n != 1 else ''} older than feed_retention"
 
     def _rollup_days(self, conn: psycopg.Connection) -> list[date]:
         today, _ = rollup.today_and_zone(conn)

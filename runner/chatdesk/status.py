@@ -30,7 +30,14 @@ def snapshot(conn: psycopg.Connection, idle_after: timedelta) -> dict:
              from generate_series(chatdesk.stats_today() - 1, chatdesk.stats_today(), interval '1 day') d
              left join chatdesk.operator_daily_stats s on s.stat_date = d::date
             group by 1 order by 1""").fetchall()
+    # The change feed: changes written but held back by a transaction still
+    # running (anywhere on the server), and how long the oldest has waited.
+    held = conn.execute(
+        """select count(*), chatdesk.clock() - min(created_at) from chatdesk.changes
+            where tx >= pg_snapshot_xmin(pg_current_snapshot())""").fetchone()
     return {
+        "feed_held_back": held[0],
+        "feed_lag_seconds": held[1].total_seconds() if held[1] is not None else 0.0,
         "queue_depth": queue[0],
         "oldest_waiting_seconds": queue[1].total_seconds() if queue[1] is not None else None,
         "chats_by_state": {s: by_state.get(s, 0) for s in

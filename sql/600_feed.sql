@@ -1,0 +1,164 @@
+-- ---------------------------------------------------------------------------
+-- The change feed. Every new message and every chat state change writes one
+-- row of chatdesk.changes (publish_change, called by the triggers that own
+-- those changes) and wakes readers with a NOTIFY on channel chatdesk.
+--
+-- Gap-free: rows are read in the order of their position (tx, then id),
+-- and only below the oldest transaction still running (pg_snapshot_xmin).
+-- A row's tx is its writing transaction's id, or the chat's previous
+-- change's tx when that is later (taken under the chat's row lock): so
+-- within a chat the feed follows the lock order, which is the commit order,
+-- and the per-chat sequence never runs backwards (a transaction may take its
+-- id, then lose the race for the chat's lock to a later one). Every row's tx
+-- is at or above its writer's id and every later transaction's id is above
+-- the snapshot's bound: after any cursor, every change appears exactly once,
+-- a late committer included, in its place. Ids from a sequence alone are not
+-- commit-ordered (the postgresql-event-sourcing design, emmett#336).
+-- ---------------------------------------------------------------------------
+create or replace function chatdesk.publish_change(p_chat chatdesk.chats, p_kind text, p_message_id bigint,
+                                                   p_from_state text)
+returns xid8
+language plpgsql
+as $$
+declare
+    v_tx xid8 := greatest(pg_current_xact_id(), p_chat.change_tx);
+begin
+    -- One change-feed row for chat p_chat as it is after the change (its
+    -- change_seq already bumped by the caller, under the chat's row lock),
+    -- and the wake-up: one constant payload, which PostgreSQL sends once per
+    -- transaction however often it is called. Returns the row's position,
+    -- which the caller stores as the chat's change_tx. chatdesk.feed_notify
+    -- = off (a session setting, for measuring) leaves the wake-up out.
+    insert into chatdesk.changes (tx, chat_id, chat_seq, kind, message_id, chat_state, from_state,
+                                  operator_id, real_user_id, created_at)
+    values (v_tx, p_chat.id, p_chat.change_seq, p_kind, p_message_id, p_chat.chat_state, p_from_state,
+            p_chat.assigned_operator_id, p_chat.real_user_id, chatdesk.clock());
+    if coalesce(current_setting('chatdesk.feed_notify', true), '') <> 'off' then
+        perform pg_notify('chatdesk', '');
+    end if;
+    return v_tx;
+end;
+$$;
+
+create or replace function chatdesk.parse_cursor(p_cursor text)
+returns chatdesk.changes_horizon
+language plpgsql
+immutable
+as $$
+begin
+    -- A cursor is "<transaction>:<id>" as changes_since hands it out; null
+    -- is the very beginning. Anything else is refused (23514).
+    if p_cursor is null then
+        return row(true, '0'::xid8, 0)::chatdesk.changes_horizon;
+    end if;
+    if p_cursor !~ '^[0-9]{1,19}:[0-9]{1,19}$' then
+        raise exception using errcode = '23514',
+            message = format('chatdesk: %L is not a change-feed cursor (the cursor column of changes_since)', p_cursor);
+    end if;
+    return row(true, split_part(p_cursor, ':', 1)::xid8, split_part(p_cursor, ':', 2)::bigint)::chatdesk.changes_horizon;
+end;
+$$;
+
+create or replace function chatdesk.feed_horizon()
+returns chatdesk.changes_horizon
+language sql
+stable
+security definer  -- reads the horizon, a table no application role reads
+set search_path = chatdesk, pg_temp
+as $$
+    -- The newest position pruned from the feed.
+    select h from chatdesk.changes_horizon h;
+$$;
+
+create or replace function chatdesk.changes_since(p_cursor text default null, p_limit int default 1000)
+returns table (cursor text, kind text, chat_id uuid, message_id bigint, chat_state text,
+               created_at timestamptz, chat_seq int)
+language plpgsql
+stable
+as $$
+#variable_conflict use_column
+declare
+    v_from    chatdesk.changes_horizon := chatdesk.parse_cursor(p_cursor);
+    v_horizon chatdesk.changes_horizon;
+begin
+    -- The changes committed after p_cursor (null: from the oldest kept),
+    -- oldest first, at most p_limit (1 to 10000), only those the caller may
+    -- see (row-level security on chatdesk.changes: this runs as the caller).
+    -- Pass the last row's cursor to get the next ones. A cursor older than
+    -- what the feed keeps is refused (CD006).
+    if p_limit is null or p_limit not between 1 and 10000 then
+        raise exception using errcode = '23514',
+            message = format('chatdesk: changes_since takes 1 to 10000 rows at a time, not %s',
+                             coalesce(p_limit::text, 'null'));
+    end if;
+    v_horizon := chatdesk.feed_horizon();
+    if p_cursor is not null and (v_from.tx, v_from.id) < (v_horizon.tx, v_horizon.id) then
+        raise exception using errcode = 'CD006',
+            message = format('chatdesk: cursor %s is older than the change feed keeps (feed_retention)', p_cursor),
+            hint = 'Resynchronise: take chatdesk.feed_position(), read the tables, then continue from that position.';
+    end if;
+    return query
+    select c.tx || ':' || c.id, c.kind, c.chat_id, c.message_id, c.chat_state, c.created_at, c.chat_seq
+      from chatdesk.changes c
+     where (c.tx, c.id) > (v_from.tx, v_from.id)
+       and c.tx < pg_snapshot_xmin(pg_current_snapshot())
+     order by c.tx, c.id
+     limit p_limit;
+end;
+$$;
+
+create or replace function chatdesk.feed_position()
+returns text
+language sql
+stable
+as $$
+    -- The cursor of the newest change readable now (of those the caller may
+    -- see): read the tables after taking it, then follow changes_since from it.
+    select coalesce((select c.tx || ':' || c.id from chatdesk.changes c
+                      where c.tx < pg_snapshot_xmin(pg_current_snapshot())
+                      order by c.tx desc, c.id desc limit 1), '0:0');
+$$;
+
+create or replace function chatdesk.prune_changes()
+returns int
+language plpgsql
+security definer  -- deletes feed rows and moves the horizon, which applications may not write
+set search_path = chatdesk, pg_temp
+set lock_timeout = '5s'  -- a stuck session cannot hang every operator
+as $$
+declare
+    v_count int;
+begin
+    -- Deletes the feed rows older than feed_retention and remembers the
+    -- newest position deleted: a cursor before it gets CD006. For backends
+    -- (chatdesk schedule runs it).
+    perform chatdesk.authorize('prune the change feed', 'backend');
+    with gone as (
+        delete from chatdesk.changes
+         where created_at < chatdesk.clock() - chatdesk.feed_retention()
+        returning tx, id
+    ), newest as (
+        select tx, id from gone order by tx desc, id desc limit 1
+    ), moved as (
+        update chatdesk.changes_horizon h set tx = n.tx, id = n.id
+          from newest n where (n.tx, n.id) > (h.tx, h.id)
+    )
+    select count(*) into v_count from gone;
+    return v_count;
+end;
+$$;
+
+create or replace function chatdesk.feed_retention()
+returns interval
+language sql
+stable
+as $$
+    select coalesce((select value::interval from chatdesk.settings where key = 'feed_retention'), interval '7 days');
+$$;
+
+comment on function chatdesk.changes_since(text, int) is
+    'The change feed after a cursor, in commit order, exactly once, only what the caller may see; CD006 for a cursor older than what is kept.';
+comment on function chatdesk.feed_position() is
+    'The cursor of the newest change readable now: resynchronise from the tables, then follow changes_since from it.';
+comment on function chatdesk.prune_changes() is
+    'Deletes change-feed rows older than feed_retention (chatdesk schedule runs it).';
