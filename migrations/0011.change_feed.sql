@@ -39,10 +39,19 @@ create table chatdesk.changes_horizon (
 );
 insert into chatdesk.changes_horizon default values;
 
+-- When the last wake-up (NOTIFY) was sent: writers send one at most every
+-- 50 ms instead of one per transaction (NOTIFY serialises commits).
+create table chatdesk.feed_wakeup (
+    singleton boolean primary key default true constraint feed_wakeup_singleton check (singleton),
+    sent_at   timestamptz not null default '-infinity'
+);
+insert into chatdesk.feed_wakeup default values;
+
 insert into chatdesk.settings (key, value) values ('feed_retention', '7 days') on conflict (key) do nothing;
 
 alter table chatdesk.changes owner to chatdesk_owner;
 alter table chatdesk.changes_horizon owner to chatdesk_owner;
+alter table chatdesk.feed_wakeup owner to chatdesk_owner;
 grant select on chatdesk.changes to chatdesk_app, chatdesk_web;
 alter table chatdesk.changes enable row level security;
 

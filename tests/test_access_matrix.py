@@ -135,6 +135,7 @@ RELATIONS = {
     "operator_counters_actual": {"backend": ALL},
     "runner_locks": {},
     "changes_horizon": {},
+    "feed_wakeup": {},
     # operators: the queue's chat changes and their chats' changes; a visitor: its own chats
     "changes": {"backend": ALL, "reporting": None,
                 "web_op_a": "operator_id = '{a}' or (kind = 'chat' and 'waiting_assignment' in (chat_state, from_state))",
