@@ -133,20 +133,24 @@ as $$
                       order by c.tx desc, c.id desc limit 1), '0:0');
 $$;
 
+create or replace function chatdesk.feed_retention()
+returns interval
+language sql
+stable
+as $$
+    select coalesce((select value::interval from chatdesk.settings where key = 'feed_retention'), interval '7 days');
+$$;
+
 create or replace function chatdesk.prune_changes()
 returns int
-language plpgsql
+language sql
 security definer  -- deletes feed rows and moves the horizon, which applications may not write
 set search_path = chatdesk, pg_temp
-set lock_timeout = '5s'  -- a stuck session cannot hang every operator
 as $$
-declare
-    v_count int;
-begin
     -- Deletes the feed rows older than feed_retention and remembers the
     -- newest position deleted: a cursor before it gets CD006. For backends
     -- (chatdesk schedule runs it).
-    perform chatdesk.authorize('prune the change feed', 'backend');
+    select chatdesk.authorize('prune the change feed', 'backend');
     with gone as (
         delete from chatdesk.changes
          where created_at < chatdesk.clock() - chatdesk.feed_retention()
@@ -157,17 +161,7 @@ begin
         update chatdesk.changes_horizon h set tx = n.tx, id = n.id
           from newest n where (n.tx, n.id) > (h.tx, h.id)
     )
-    select count(*) into v_count from gone;
-    return v_count;
-end;
-$$;
-
-create or replace function chatdesk.feed_retention()
-returns interval
-language sql
-stable
-as $$
-    select coalesce((select value::interval from chatdesk.settings where key = 'feed_retention'), interval '7 days');
+    select count(*)::int from gone;
 $$;
 
 comment on function chatdesk.changes_since(text, int) is
