@@ -215,3 +215,27 @@ def test_watch_through_a_transaction_pooler_polls(pgbouncer, db_url):
         _, err = proc.communicate(timeout=10)
     assert [c["kind"] for c in got] == ["chat", "message", "chat"]
     assert "LISTEN hears nothing on this connection" in err
+
+
+def test_watch_survives_a_killed_backend(db_url):
+    """The server ends watch's connection mid-stream (as a restart or a
+    failover would): it reconnects and goes on from its cursor."""
+    with connect(db_url) as conn:
+        user = conn.execute("select create_real_user('u')").fetchone()[0]
+        chat = conn.execute("select start_chat(%s)", (user,)).fetchone()[0]
+        conn.execute("select send_user_message(%s, 'before')", (chat,))
+    proc = watch(db_url)
+    try:
+        seen = lines_until(proc, 3)
+        with connect(db_url) as admin:
+            killed = admin.execute("select count(pg_terminate_backend(pid)) from pg_stat_activity "
+                                   "where application_name = 'chatdesk' and pid <> pg_backend_pid()").fetchone()[0]
+            assert killed >= 1
+            for n in range(5):
+                admin.execute("select send_user_message(%s, %s)", (chat, f"after {n}"))
+        seen += lines_until(proc, len(all_changes(db_url)) - len(seen))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    assert "connection lost" in err and "resuming from" in err, err
+    assert [c["cursor"] for c in seen] == all_changes(db_url)

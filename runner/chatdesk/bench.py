@@ -334,6 +334,45 @@ def peak_rss_of_backfill(conninfo: str, first: date, last: date) -> float:
     return peak_kb / 1024.0
 
 
+FEED_READER = """
+import sys
+from chatdesk.feed import Feed
+
+def hwm():
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")) / 1024
+
+total, seen = int(sys.argv[3]), 0
+feed = Feed(sys.argv[1], sys.argv[2], poll=0.05)
+for change in feed:
+    seen += 1
+    if seen == total // 10:
+        print(f"{hwm():.1f}", flush=True)
+    if seen == total:
+        print(f"{hwm():.1f}", flush=True)
+        break
+"""
+
+
+def feed_reader_memory(conninfo: str, changes: int) -> tuple[float, float, float]:
+    """Write `changes` feed rows at once, then read them with chatdesk.feed.Feed
+    in a process of its own: its peak RSS (MB) after a tenth of them and after
+    all of them, and the seconds it took."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        since = conn.execute("select chatdesk.feed_position()").fetchone()[0]
+        chat, user = conn.execute("select id, real_user_id from chatdesk.chats limit 1").fetchone()
+        conn.execute("""insert into chatdesk.changes (tx, chat_id, chat_seq, kind, message_id, chat_state,
+                                                      real_user_id, created_at)
+                        select pg_current_xact_id(), %s, g, 'message', g, 'assigned', %s, now()
+                          from generate_series(1, %s) g""", (chat, user, changes))
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", FEED_READER, conninfo, since, str(changes)],
+                            capture_output=True, text=True, timeout=1800)
+    if result.returncode != 0:
+        raise ChatdeskError(f"the feed reader failed: {result.stderr.strip().splitlines()[-1:]}")
+    early, late = (float(v) for v in result.stdout.split())
+    return early, late, time.perf_counter() - started
+
+
 # -- the whole run -------------------------------------------------------------------
 
 def run(conninfo: str, scale: Scale, say=lambda text: None, synchronous_commit: str = "off") -> Report:
@@ -376,6 +415,16 @@ def run(conninfo: str, scale: Scale, say=lambda text: None, synchronous_commit: 
                                        note=f"p50 {p50:.0f} ms, p95 {p95:.0f} ms, p99 {p99:.0f} ms; "
                                             f"{delivered} changes delivered for ~{sent} messages"))
                 say(f"  {rate}/s: p50 {p50:.0f} ms, p95 {p95:.0f} ms, p99 {p99:.0f} ms ({delivered} changes)")
+
+            changes = 20_000 if scale.chats < 1000 else 1_000_000
+            early, late, took = feed_reader_memory(conninfo, changes)
+            report.rows.append(Row("change feed", f"a reader over {changes:,} changes (peak RSS)", 1,
+                                   note=f"{early:.0f} MB after {changes // 10:,}, {late:.0f} MB after {changes:,}; "
+                                        f"{changes / took:,.0f} changes/s"))
+            report.checks["feed reader memory flat"] = late <= early * 1.2 + 5
+            say(f"  a reader over {changes:,} changes: {early:.0f} MB -> {late:.0f} MB ({took:.0f} s)")
+            conn.execute("delete from chatdesk.changes where kind = 'message' and message_id is not null "
+                         "and chat_seq > 0 and tx = (select max(tx) from chatdesk.changes)")
 
             say("migrate while messages flow ...")
             for rate in (1000, None):
