@@ -35,7 +35,10 @@ def test_demo_on_a_configured_server_holds_every_rule(pg_server):
         # the same seed gives the same day
         replaced = run_cli("--database-url", pg_server, "demo", "--demo-db", name, "--yes", *SMALL, timeout=300)
         assert replaced.returncode == 0, replaced.stderr
-        assert json.loads(replaced.stdout) == report
+        again = json.loads(replaced.stdout)
+        # the same seed, the same day; only the feed's wall-clock latency varies
+        assert again["feed"].pop("latency_ms")["measured"] == report["feed"].pop("latency_ms")["measured"]
+        assert again == report
     finally:
         admin_execute(pg_server, f"drop database if exists {name} with (force)")
 

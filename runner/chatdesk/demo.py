@@ -12,14 +12,19 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from time import sleep
+from time import time as wall_clock
 from zoneinfo import ZoneInfo
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from chatdesk.errors import AT_CAPACITY, NOT_ASSIGNEE
+from chatdesk.feed import Feed
 
 SPARKS = "▁▂▃▄▅▆▇█"
 
@@ -72,6 +77,7 @@ class Simulation:
         self.operators: list[Operator] = []
         self.chat_user: dict[str, int] = {}
         self.pending_rounds: dict[str, int] = {}  # chat -> times its user will still write back
+        self.committed_at: dict[int, float] = {}  # message id -> wall time its call returned (committed)
 
     # -- plumbing --------------------------------------------------------------
 
@@ -135,6 +141,7 @@ class Simulation:
     def user_writes(self, chat: str, rounds_left: int, retry: bool = False) -> None:
         client_id = f"u{self.chat_user[chat]}-{next(self.seq)}"
         first = self.one("select chatdesk.send_user_message(%s, %s, %s)", (chat, self.rng.choice(QUESTIONS), client_id))
+        self.committed_at.setdefault(first, wall_clock())  # autocommit: the call has returned, so it has committed
         self.tally.user_messages += 1
         if retry or self.rng.random() < 0.08:  # a flaky network: the client sends it again
             again = self.one("select chatdesk.send_user_message(%s, %s, %s)", (chat, "(retry)", client_id))
@@ -212,9 +219,10 @@ class Simulation:
             self.tally.user_messages += 1
             self.tally.races += 1
         try:
-            _, state, meanwhile = self.sql(
+            message_id, state, meanwhile = self.sql(
                 "select * from chatdesk.send_operator_message(%s, %s, %s, %s, %s)",
                 (chat, op.id, self.rng.choice(ANSWERS), f"op-{next(self.seq)}", seen)).fetchone()
+            self.committed_at.setdefault(message_id, wall_clock())
         except psycopg.Error as error:
             if error.sqlstate != NOT_ASSIGNEE:  # the chat went back to the queue while we typed
                 raise
@@ -280,7 +288,20 @@ def simulate(conn: psycopg.Connection, cfg: DemoConfig) -> dict:
     conn.execute("set synchronous_commit = off")
     sim = Simulation(conn, cfg)
     sim.setup()
+    # A reader follows the feed while the day runs, as an operator console
+    # would: wall-clock time from each message's commit to its delivery.
+    delivered_at: dict[int, float] = {}
+    info = conn.info
+    reader = Feed(make_conninfo(info.dsn, **({"password": info.password} if info.password else {})),
+                  conn.execute("select chatdesk.feed_position()").fetchone()[0], poll=0.2)
+    follower = threading.Thread(target=lambda: delivered_at.update(
+        (c.message_id, wall_clock()) for c in reader if c.kind == "message"), daemon=True)
+    follower.start()
     sim.run()
+    sleep(0.5)
+    reader.stop()
+    follower.join(timeout=10)
+    latencies = sorted((delivered_at[m] - t) * 1000 for m, t in sim.committed_at.items() if m in delivered_at)
     rows = conn.execute("select chatdesk.rollup_operator_stats(%s)", (cfg.day,)).fetchone()[0]
     t = sim.tally
     stats = conn.execute(
@@ -293,6 +314,9 @@ def simulate(conn: psycopg.Connection, cfg: DemoConfig) -> dict:
              from chatdesk.messages group by 1 order by 1""", (cfg.zone,)).fetchall())
     violations = {name: conn.execute(query).fetchone()[0] for name, query in INVARIANTS.items()}
     feed = read_feed(conn)
+    feed["latency_ms"] = {"p50": round(latencies[len(latencies) // 2], 1) if latencies else None,
+                          "p99": round(latencies[int(0.99 * (len(latencies) - 1))], 1) if latencies else None,
+                          "measured": len(latencies)}
     violations["changes the feed did not deliver exactly once"] = abs(feed["written"] - feed["delivered"])
     violations["chats whose feed sequence has a gap"] = feed["chats_with_gaps"]
     violations["operators seen over capacity during the day"] = t.over_capacity_seen
@@ -363,8 +387,10 @@ def render(report: dict) -> str:
     out.append(f"  {first} {line} {last}")
     out.append("")
     feed = report["feed"]
+    latency = feed["latency_ms"]
     out.append(f"The change feed: {feed['written']} changes written, {feed['delivered']} delivered to a reader "
-               f"following it from the start, in order (commit-to-delivery latency: chatdesk bench)")
+               f"following it from the start, in order; from commit to a live reader, p50 {latency['p50']} ms, "
+               f"p99 {latency['p99']} ms (over {latency['measured']} messages)")
     out.append("")
     out.append("The rules held:")
     for name, count in report["violations"].items():
