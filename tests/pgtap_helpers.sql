@@ -1,5 +1,6 @@
--- chatdesk_test: the shared fixtures of chatdesk's pgTAP files.
--- `chatdesk test` installs it inside each file's transaction (so a deployed
+-- chatdesk_test: the shared fixtures of chatdesk's pgTAP files. It installs,
+-- it tests nothing, so it has no begin/ROLLBACK of its own: `chatdesk test`
+-- runs it inside each file's transaction, which ends in ROLLBACK (a deployed
 -- database keeps nothing); for pg_prove, install it once per database:
 --   psql -v ON_ERROR_STOP=1 -f tests/pgtap_helpers.sql
 -- Modelled on basejump's tests.authenticate_as: a file names its fixtures
