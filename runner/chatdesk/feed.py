@@ -57,11 +57,11 @@ class Feed:
     LISTEN does not work on this connection)."""
 
     def __init__(self, conninfo: str | None, since: str | None = None, *, batch: int = 1000, poll: float = 0.2,
-                 on_notice: Callable[[str], None] = lambda text: None):
+                 on_notice: Callable[[str], None] = lambda text: None, stop: threading.Event | None = None):
         self.conninfo, self.cursor, self.batch, self.poll = conninfo, since, batch, poll
         self.on_notice = on_notice
         self.listening = False
-        self._stop = threading.Event()
+        self._stop = stop or threading.Event()  # set (or stop()) ends the iteration
 
     def stop(self) -> None:
         self._stop.set()
@@ -111,11 +111,8 @@ def follow(conninfo: str | None, since: str | None, emit: Callable[[Change], Non
     stop = stop or threading.Event()
     cursor = since
     while not stop.is_set():
-        feed = Feed(conninfo, cursor, on_notice=on_notice)
-        watcher = threading.Thread(target=lambda: (stop.wait(), feed.stop()), daemon=True)
-        watcher.start()
         try:
-            for change in feed:
+            for change in Feed(conninfo, cursor, on_notice=on_notice, stop=stop):
                 emit(change)
                 cursor = change.cursor
         except (psycopg.OperationalError, ConnectionFailed) as error:
