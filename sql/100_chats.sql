@@ -25,6 +25,8 @@ begin
     new.waiting_since := null;
     new.queued_at := null;
     new.assigned_at := null;
+    new.conversation_id := null;
+    new.awaiting_first_response := false;
     new.created_at := chatdesk.clock();
     new.change_seq := 1;  -- its creation is its first change (chats__log_insert)
     new.change_tx := pg_current_xact_id();
@@ -95,6 +97,25 @@ begin
         elsif new.queued_at is not distinct from old.queued_at then
             new.queued_at := chatdesk.clock();         -- (re)joins the queue at the end
         end if;
+    end if;
+
+    -- Conversations (the reports' first response and resolution): the first
+    -- queueing since the chat began or was closed opens one; a close ends it,
+    -- credited to whoever had the chat last in it.
+    if new.chat_state = 'waiting_assignment' and old.conversation_id is null then
+        insert into chatdesk.conversations (chat_id, queued_at) values (old.id, new.queued_at)
+        returning id into new.conversation_id;
+        new.awaiting_first_response := true;
+    elsif new.chat_state = 'closed' and old.conversation_id is not null then
+        update chatdesk.conversations c
+           set closed_at = chatdesk.clock(),
+               closed_by_operator_id = coalesce(old.assigned_operator_id,
+                   (select e.operator_id from chatdesk.chat_events e
+                     where e.chat_id = old.id and e.operator_id is not null and e.created_at >= c.queued_at
+                     order by e.id desc limit 1))
+         where c.id = old.conversation_id;
+        new.conversation_id := null;
+        new.awaiting_first_response := false;
     end if;
 
     -- One chat_events row and one change-feed row per change. Written here

@@ -158,6 +158,12 @@ begin
         -- This message answers the run of real-user messages that began at
         -- waiting_since (the reply time the daily stats aggregate).
         new.reply_started_at := v_chat.waiting_since;
+        -- The conversation's first answer (first response time, credited to this operator).
+        if v_chat.awaiting_first_response then
+            update chatdesk.conversations
+               set first_response_at = new.created_at, first_response_operator_id = new.handled_by_operator_id
+             where id = v_chat.conversation_id;
+        end if;
         -- Having seen everything, the operator hands the chat back to the user;
         -- with a newer user message unseen, the chat stays with the operator.
         v_next := null;
@@ -171,6 +177,7 @@ begin
                change_tx = v_chat.change_tx,
                last_message_at = greatest(last_message_at, new.created_at),
                waiting_since = null,
+               awaiting_first_response = false,
                chat_state = coalesce(v_next, chat_state),
                state_reason = case when v_next is null then state_reason else 'operator_reply' end
          where id = new.chat_id;

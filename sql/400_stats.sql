@@ -17,8 +17,10 @@ begin
     -- Upserts operator_daily_stats for p_date (a calendar day in
     -- stats_time_zone: 23 or 25 hours on a daylight-saving change) in one
     -- set-based statement. With p_operator_id null: every active operator,
-    -- every operator with messages that day, and every operator who already
-    -- has a row for it; otherwise that one operator. Returns rows written.
+    -- every operator with messages, closes, releases or idle releases that
+    -- day, and every operator who already has a row for it; otherwise that
+    -- one operator. Also that day's operator_daily_times (410_reports.sql)
+    -- and, for every operator, its hourly_load. Returns stats rows written.
     if p_date is null or not isfinite(p_date) or p_date < date '2000-01-01' or p_date > chatdesk.stats_today() + 1 then
         raise exception using errcode = '23514',
             message = format('chatdesk: stats date must be a day from 2000-01-01 to tomorrow in %s, not %s',
@@ -51,23 +53,42 @@ begin
                    round((percentile_cont(0.9) within group (order by reply_seconds::float8))::numeric, 3) as p90_s
               from day
              group by operator_id
+        ), moves as (
+            -- conversations closed (credited to whoever had the chat last),
+            -- chats handed back (release) and taken back by idle release
+            select operator_id, count(*) filter (where what = 'close')::int as closed,
+                   count(*) filter (where what = 'release')::int as released,
+                   count(*) filter (where what = 'idle')::int as idle_released
+              from (select c.closed_by_operator_id as operator_id, 'close' as what
+                      from chatdesk.conversations c
+                     where c.closed_at >= $1 and c.closed_at < $2 and c.closed_by_operator_id is not null
+                    union all
+                    select e.operator_id, e.reason
+                      from chatdesk.chat_events e
+                     where e.created_at >= $1 and e.created_at < $2 and e.reason in ('release', 'idle')) x
+             where ($3::uuid is null or operator_id = $3)
+             group by operator_id
         ), targets as (
             select o.id as operator_id
               from chatdesk.operators o
              where case when $3::uuid is null
                         then o.is_active
                              or exists (select 1 from per_operator p where p.operator_id = o.id)
+                             or exists (select 1 from moves v where v.operator_id = o.id)
                              or exists (select 1 from chatdesk.operator_daily_stats s
                                          where s.operator_id = o.id and s.stat_date = $4)
                         else o.id = $3 end
         ), written as (
             insert into chatdesk.operator_daily_stats as s
                    (operator_id, stat_date, messages_sent, chats_handled, replies,
-                    reply_time_avg_seconds, reply_time_p50_seconds, reply_time_p90_seconds, computed_at)
+                    reply_time_avg_seconds, reply_time_p50_seconds, reply_time_p90_seconds,
+                    chats_closed, chats_released, chats_idle_released, computed_at)
             select t.operator_id, $4, coalesce(p.messages_sent, 0), coalesce(p.chats_handled, 0),
-                   coalesce(p.replies, 0), p.avg_s, p.p50_s, p.p90_s, $5
+                   coalesce(p.replies, 0), p.avg_s, p.p50_s, p.p90_s,
+                   coalesce(v.closed, 0), coalesce(v.released, 0), coalesce(v.idle_released, 0), $5
               from targets t
               left join per_operator p using (operator_id)
+              left join moves v using (operator_id)
             on conflict (operator_id, stat_date) do update
                set messages_sent = excluded.messages_sent,
                    chats_handled = excluded.chats_handled,
@@ -75,6 +96,9 @@ begin
                    reply_time_avg_seconds = excluded.reply_time_avg_seconds,
                    reply_time_p50_seconds = excluded.reply_time_p50_seconds,
                    reply_time_p90_seconds = excluded.reply_time_p90_seconds,
+                   chats_closed = excluded.chats_closed,
+                   chats_released = excluded.chats_released,
+                   chats_idle_released = excluded.chats_idle_released,
                    computed_at = excluded.computed_at
             returning 1
         )
@@ -82,6 +106,10 @@ begin
     $sql$
     into v_count
     using v_from, v_to, p_operator_id, p_date, chatdesk.clock();
+    perform chatdesk.write_operator_times(p_date, p_operator_id, v_from, v_to);
+    if p_operator_id is null then
+        perform chatdesk.write_hourly_load(v_from, v_to);
+    end if;
     return v_count;
 end;
 $$;

@@ -11,7 +11,8 @@
 --                       events and users, its own operator row and stats.
 --                       A real user: its own row, chats and their messages.
 --   chatdesk_reporting  stats and counts: operators, chats, chat_events,
---                       operator_daily_stats; no messages, no real users.
+--                       conversations, operator_daily_stats and _times;
+--                       no messages, no real users.
 -- ---------------------------------------------------------------------------
 
 -- ---- chats ----
@@ -108,3 +109,20 @@ create policy operator_daily_stats_reporting_read on chatdesk.operator_daily_sta
 drop policy if exists operator_daily_stats_web_read on chatdesk.operator_daily_stats;
 create policy operator_daily_stats_web_read on chatdesk.operator_daily_stats for select to chatdesk_web
     using (operator_id = (select chatdesk.web_operator_id()));
+drop policy if exists operator_daily_times_app_read on chatdesk.operator_daily_times;
+create policy operator_daily_times_app_read on chatdesk.operator_daily_times for select to chatdesk_app using (true);
+drop policy if exists operator_daily_times_reporting_read on chatdesk.operator_daily_times;
+create policy operator_daily_times_reporting_read on chatdesk.operator_daily_times for select to chatdesk_reporting
+    using (true);
+drop policy if exists operator_daily_times_web_read on chatdesk.operator_daily_times;
+create policy operator_daily_times_web_read on chatdesk.operator_daily_times for select to chatdesk_web
+    using (operator_id = (select chatdesk.web_operator_id()));
+
+-- ---- conversations (backends and dashboards; a narrowed backend sees its operator's chats) ----
+drop policy if exists conversations_app_read on chatdesk.conversations;
+create policy conversations_app_read on chatdesk.conversations for select to chatdesk_app
+    using ((select chatdesk.current_operator_id()) is null
+           or chat_id in (select c.id from chatdesk.chats c
+                           where c.assigned_operator_id = (select chatdesk.current_operator_id())));
+drop policy if exists conversations_reporting_read on chatdesk.conversations;
+create policy conversations_reporting_read on chatdesk.conversations for select to chatdesk_reporting using (true);

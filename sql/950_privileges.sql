@@ -36,6 +36,7 @@ grant execute on function
     chatdesk.try_rollup_operator_stats(date),
     chatdesk.act_as_operator(uuid),
     chatdesk.prune_changes(),
+    chatdesk.sample_queue(),
     chatdesk.stats_today(),
     chatdesk.stats_time_zone(),
     chatdesk.clock(),
@@ -54,3 +55,10 @@ grant select on chatdesk.operator_load to chatdesk_app, chatdesk_reporting, chat
 grant select on chatdesk.chat_counters_actual, chatdesk.operator_counters_actual to chatdesk_app;
 
 grant execute on function chatdesk.stats_time_zone() to chatdesk_reporting;
+
+-- Reading the reports' figures: business time and the histogram's buckets.
+grant execute on function
+    chatdesk.time_buckets(),
+    chatdesk.business_seconds(timestamptz, timestamptz),
+    chatdesk.business_clock(timestamptz[])
+    to chatdesk_app, chatdesk_reporting;

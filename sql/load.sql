@@ -11,6 +11,7 @@
 \ir 300_assignment.sql
 \ir 310_views.sql
 \ir 400_stats.sql
+\ir 410_reports.sql
 \ir 500_verify.sql
 \ir 600_feed.sql
 \ir 900_triggers.sql

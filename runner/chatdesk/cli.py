@@ -206,6 +206,31 @@ def rollup(database_url, one_day, start, end, catch_up, no_wait, as_json) -> Non
 
 
 @cli.command()
+@click.option("--from", "first", type=click.DateTime(["%Y-%m-%d"]), required=True, help="First day (YYYY-MM-DD).")
+@click.option("--to", "last", type=click.DateTime(["%Y-%m-%d"]), required=True, help="Last day, included.")
+@click.option("--operator", "operator_id", type=click.UUID, help="Only this operator's figures.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "html"]), default="table", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write to this file, not stdout.")
+@click.pass_obj
+def report(database_url, first, last, operator_id, fmt, output) -> None:
+    """First response, reply and resolution times, closes, load by hour, queue depth, from the rollup's tables."""
+    from chatdesk import report as reports
+
+    span = reports.Range(first.date(), last.date(), operator_id)
+    with db.connect(database_url) as conn:
+        text = reports.render(reports.build(conn, span), fmt)
+    if output:
+        try:
+            with open(output, "w", encoding="utf-8") as f:
+                f.write(text if text.endswith("\n") else text + "\n")
+        except OSError as error:
+            raise ChatdeskError(f"cannot write {output}: {error.strerror}") from None
+        click.echo(f"Wrote {output}", err=True)
+    else:
+        click.echo(text)
+
+
+@cli.command()
 @click.option("--idle-every", type=Duration(), default="1m", show_default=True, help="How often to release idle chats.")
 @click.option("--idle-after", type=Duration(), default="5m", show_default=True, help="Silence after which an operator is idle.")
 @click.option("--rollup-every", type=Duration(), default="5m", show_default=True,
