@@ -32,8 +32,9 @@ bench: system-deps $(VENV)/.installed-test
 	$(BIN)/chatdesk bench $(BENCH_ARGS)
 
 # PostgreSQL's server binaries (the tests start a throwaway server of their
-# own), pgTAP with pg_prove, plpgsql_check and PgBouncer (the pooler tests run
-# through a real one), from Debian when missing.
+# own), pgTAP with pg_prove, plpgsql_check, PgBouncer (the pooler tests run
+# through a real one) and Chromium (the HTML report is checked in a real
+# browser), from Debian when missing.
 system-deps:
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing="$$missing postgresql-$(PG_MAJOR)"; \
@@ -41,6 +42,7 @@ system-deps:
 	command -v pg_prove >/dev/null 2>&1 || missing="$$missing pgtap"; \
 	ls /usr/share/postgresql/*/extension/plpgsql_check.control >/dev/null 2>&1 || missing="$$missing postgresql-$(PG_MAJOR)-plpgsql-check"; \
 	[ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null 2>&1 || missing="$$missing pgbouncer"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "Installing:$$missing"; \

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import math
 import os
 import random
 import re
@@ -12,6 +13,7 @@ import sys
 import threading
 import uuid
 from datetime import datetime, timedelta, timezone
+from decimal import ROUND_HALF_UP, Decimal
 
 import psycopg
 from chatdesk.errors import AT_CAPACITY
@@ -135,8 +137,24 @@ ZONE = "Europe/Berlin"
 START = datetime(2026, 3, 27, 20, 0, tzinfo=timezone.utc)  # across the EU spring-forward night (Mar 29)
 
 
-def generate_traffic(conn, seed=7, steps=900):
-    """Random users, claims and answers (fresh, stale and no seen ids), on a pinned, advancing clock."""
+def percentile_cont(values, fraction):
+    """PostgreSQL's percentile_cont: linear interpolation between the two nearest ranks."""
+    ordered = sorted(values)
+    position = fraction * (len(ordered) - 1)
+    low, high = math.floor(position), math.ceil(position)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def q3(value) -> Decimal:
+    """Rounded as the rollup rounds: three decimals, half up."""
+    return Decimal(str(value)).quantize(Decimal("0.001"), rounding=ROUND_HALF_UP)
+
+
+def generate_traffic(conn, seed=7, steps=900, lifecycle=False):
+    """Random users, claims and answers (fresh, stale and no seen ids), on a pinned, advancing clock.
+
+    With `lifecycle`, chats are also closed (and reopened by their users),
+    released, and taken back by idle release."""
     rng = random.Random(seed)
     conn.execute("update settings set value = %s where key = 'stats_time_zone'", (ZONE,))
     ops = [conn.execute("select create_operator(%s, 3)", (f"op{i}",)).fetchone()[0] for i in range(5)]
@@ -148,7 +166,20 @@ def generate_traffic(conn, seed=7, steps=900):
         now += timedelta(seconds=rng.randrange(1, 900))
         conn.execute("select set_config('chatdesk.clock', %s, false)", (now.isoformat(),))
         roll = rng.random()
-        if roll < 0.45:
+        if lifecycle and roll > 0.88:
+            if roll < 0.94:
+                row = conn.execute("""select id from chats where chat_state <> 'closed'
+                                      order by random() limit 1""").fetchone()
+                if row:
+                    conn.execute("select close_chat(%s)", row)
+            elif roll < 0.98:
+                row = conn.execute("""select id, assigned_operator_id from chats where chat_state = 'assigned'
+                                      order by random() limit 1""").fetchone()
+                if row:
+                    conn.execute("select release_chat(%s, %s)", row)
+            else:
+                conn.execute("select release_idle_chats('20 minutes')")
+        elif roll < 0.45:
             conn.execute("select send_user_message(%s, 'q')", (rng.choice(chats),))
         elif roll < 0.6:
             try:

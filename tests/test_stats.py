@@ -21,19 +21,10 @@ from helpers import (
     chatdesk_backends,
     connect,
     generate_traffic,
+    percentile_cont,
+    q3,
     run_cli,
 )
-
-
-def percentile_cont(values, fraction):
-    ordered = sorted(values)
-    position = fraction * (len(ordered) - 1)
-    low, high = math.floor(position), math.ceil(position)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-def q3(value) -> Decimal:
-    return Decimal(str(value)).quantize(Decimal("0.001"), rounding=ROUND_HALF_UP)
 
 
 def expected_stats(conn, ops):

@@ -8,6 +8,7 @@ they become one `Error: ...` line here.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import timedelta
 
@@ -297,8 +298,10 @@ def create_login(database_url, name, kind, password) -> None:
 @click.option("--yes", is_flag=True, help="Replace --demo-db if it already exists.")
 @click.option("--keep", is_flag=True, help="Leave the embedded database running and say how to connect.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--report", "report_file", type=click.Path(dir_okay=False, writable=True),
+              default="chatdesk-demo-report.html", show_default=True, help="Where to write the day's HTML report.")
 @click.pass_obj
-def demo(database_url, seed, operators, users, demo_db, yes, keep, as_json) -> None:
+def demo(database_url, seed, operators, users, demo_db, yes, keep, as_json, report_file) -> None:
     """A simulated working day of chats, rolled up, with the proof that every rule held.
 
     With no database configured (no --database-url, DATABASE_URL or PG* variables)
@@ -315,7 +318,7 @@ def demo(database_url, seed, operators, users, demo_db, yes, keep, as_json) -> N
         migrations.migrate(url)
         say("Simulating the day ...")
         with db.connect(url) as conn:
-            report = day.simulate(conn, config)
+            report = day.simulate(conn, config, os.path.abspath(report_file))
     click.echo(json.dumps(report, indent=2) if as_json else day.render(report))
     if any(report["violations"].values()):
         raise click.ClickException("a rule was broken during the demo (see above)")

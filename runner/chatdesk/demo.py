@@ -107,6 +107,11 @@ class Simulation:
     def setup(self) -> None:
         rng, cfg = self.rng, self.cfg
         self.sql("update chatdesk.settings set value = %s where key = 'stats_time_zone'", (cfg.zone,))
+        # Business hours with a lunch break, Monday to Friday; the day's
+        # early and late visitors wait partly outside them.
+        self.sql("""insert into chatdesk.business_hours (weekday, opens, closes)
+                    select d, o::time, c::time from generate_series(1, 5) d,
+                           (values ('09:00', '12:30'), ('13:30', '18:00')) w(o, c)""")
         self.sql("select set_config('chatdesk.clock', %s, false)", (self.local(7).isoformat(),))
         for i in range(cfg.operators):
             # staggered part-time shifts: thin cover early and late, queues at the peaks
@@ -243,7 +248,7 @@ class Simulation:
         self.tally.idle_released += self.one("select chatdesk.release_idle_chats('5 minutes')")
 
     def sample(self) -> None:
-        depth = self.one("select count(*) from chatdesk.chats where chat_state = 'waiting_assignment'")
+        depth = self.one("select chatdesk.sample_queue()")  # as chatdesk schedule does, every minute
         self.tally.queue_samples.append((self.now, depth))
         self.tally.over_capacity_seen += self.one(
             "select count(*) from chatdesk.operator_load where assigned_chats > max_concurrent_chats")
@@ -277,12 +282,15 @@ INVARIANTS = {
         select count(*) from (select 1 from chatdesk.messages where client_message_id is not null
                                group by chat_id, sender_type, handled_by_operator_id, client_message_id
                                having count(*) > 1) d""",
+    "conversations answered before they were queued, or closed before their first answer": """
+        select count(*) from chatdesk.conversations
+         where first_response_at < queued_at or closed_at < coalesce(first_response_at, queued_at)""",
     "assigned chats without an operator, or unassigned chats with one": """
         select count(*) from chatdesk.chats where (chat_state = 'assigned') <> (assigned_operator_id is not null)""",
 }
 
 
-def simulate(conn: psycopg.Connection, cfg: DemoConfig) -> dict:
+def simulate(conn: psycopg.Connection, cfg: DemoConfig, report_file: str | None = None) -> dict:
     """Run the day, roll it up, and return everything the report shows."""
     # A demo day is not worth an fsync per statement.
     conn.execute("set synchronous_commit = off")
@@ -322,6 +330,14 @@ def simulate(conn: psycopg.Connection, cfg: DemoConfig) -> dict:
     violations["operators seen over capacity during the day"] = t.over_capacity_seen
     violations["retried messages that got a new id"] = t.retries - t.retry_ids_matched
     violations["races where the chat did not stay with the operator"] = t.races - t.races_kept_assigned
+    times = {metric: [float(v) if v is not None else None for v in row] for metric, *row in conn.execute(
+        """select metric, sum(n), round(sum(avg_seconds * n) / nullif(sum(n), 0), 1)
+             from chatdesk.operator_daily_times
+            where stat_date = %s and clock = %s group by metric""", (cfg.day, "business"))}
+    if report_file:
+        from chatdesk import report as reports
+        with open(report_file, "w", encoding="utf-8") as f:
+            f.write(reports.render(reports.build(conn, reports.Range(cfg.day, cfg.day)), "html"))
     totals = conn.execute(
         """select (select count(*) from chatdesk.messages), (select count(*) from chatdesk.chats),
                   (select count(*) from chatdesk.chat_events where reason = 'idle')""").fetchone()
@@ -334,6 +350,8 @@ def simulate(conn: psycopg.Connection, cfg: DemoConfig) -> dict:
         "stats": [{"operator": r[0], "capacity": r[1], "messages_sent": r[2], "chats_handled": r[3],
                    "reply_p50_seconds": float(r[4]) if r[4] is not None else None,
                    "reply_p90_seconds": float(r[5]) if r[5] is not None else None} for r in stats],
+        "business_times": {m: {"n": int(v[0]), "avg_seconds": v[1]} for m, v in sorted(times.items())},
+        "report_file": report_file,
         "messages_per_hour": {str(h): n for h, n in per_hour.items()},
         "queue_depth": [(ts.astimezone(sim.tz).strftime("%H:%M"), d) for ts, d in t.queue_samples],
         "feed": feed,
@@ -370,6 +388,10 @@ def render(report: dict) -> str:
         p50 = f"{s['reply_p50_seconds']:.0f}s" if s["reply_p50_seconds"] is not None else "-"
         p90 = f"{s['reply_p90_seconds']:.0f}s" if s["reply_p90_seconds"] is not None else "-"
         out.append(f"{s['operator']:<12} {s['capacity']:>3} {s['messages_sent']:>5} {s['chats_handled']:>5} {p50:>10} {p90:>10}")
+    business = report["business_times"]
+    if business:
+        out.append("In business hours (Mon-Fri 09:00-12:30, 13:30-18:00), on average: " + ", ".join(
+            f"{m.replace('_', ' ')} {v['avg_seconds']:.0f}s (n={v['n']})" for m, v in business.items()))
     out.append("")
     out.append("Messages per hour")
     hours = {int(h): n for h, n in report["messages_per_hour"].items()}
@@ -391,6 +413,9 @@ def render(report: dict) -> str:
     out.append(f"The change feed: {feed['written']} changes written, {feed['delivered']} delivered to a reader "
                f"following it from the start, in order; from commit to a live reader, p50 {latency['p50']} ms, "
                f"p99 {latency['p99']} ms (over {latency['measured']} messages)")
+    if report["report_file"]:
+        out.append("")
+        out.append(f"The HTML report of the day (charts, open it in a browser): {report['report_file']}")
     out.append("")
     out.append("The rules held:")
     for name, count in report["violations"].items():

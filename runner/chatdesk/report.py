@@ -112,6 +112,7 @@ def build(conn: psycopg.Connection, span: Range) -> dict:
               and hour < (%(last)s::date + 1)::timestamp at time zone %(zone)s
             group by 1, 2 order by 1, 2""", {"zone": zone, "first": span.first, "last": span.last})]
 
+    # "at": local time in stats_time_zone, like the days
     queue = [{"at": at.isoformat(), "waiting": w, "assigned": a} for at, w, a in conn.execute(
         """with s as (
                select sampled_at, waiting, assigned,
@@ -119,7 +120,7 @@ def build(conn: psycopg.Connection, span: Range) -> dict:
                  from chatdesk.queue_samples
                 where sampled_at >= %(first)s::timestamp at time zone %(zone)s
                   and sampled_at < (%(last)s::date + 1)::timestamp at time zone %(zone)s)
-           select min(sampled_at), max(waiting), max(assigned) from s group by slice order by 1""",
+           select min(sampled_at) at time zone %(zone)s, max(waiting), max(assigned) from s group by slice order by 1""",
         {"zone": zone, "first": span.first, "last": span.last, "points": QUEUE_POINTS})]
 
     rolled = {d for (d,) in conn.execute(

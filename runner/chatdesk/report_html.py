@@ -16,23 +16,51 @@ STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #222; max-width: 1100px; }
 h1 { font-size: 22px; margin-bottom: 4px; } h2 { font-size: 17px; margin-top: 28px; }
 .meta { color: #666; } .warn { color: #a33; }
-.grid { display: grid; grid-template-columns: 1fr 1fr; gap: 16px; }
+.grid { display: grid; grid-template-columns: 1fr 1fr; gap: 16px; align-items: start; }
 figure { margin: 0; border: 1px solid #ddd; border-radius: 6px; padding: 10px; background: #fff; }
 figcaption { font-weight: 600; margin-bottom: 6px; }
 svg text { font: 11px system-ui, sans-serif; fill: #444; }
-table { border-collapse: collapse; margin-top: 8px; } td, th { padding: 3px 8px; border-bottom: 1px solid #eee; text-align: right; }
+table { border-collapse: collapse; margin-top: 8px; font-size: 12px; } td, th { padding: 3px 8px; border-bottom: 1px solid #eee; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 .legend span { display: inline-block; margin-right: 12px; } .legend i { display: inline-block; width: 10px; height: 10px; margin-right: 4px; }
 """
 
 
+def short_duration(seconds: float) -> str:
+    """10s, 5m, 4h, 1d: a bucket bound."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
 def bucket_labels(bounds: list[float]) -> list[str]:
+    """<10s, 10-30s, 30s-1m, ... 4h-1d, 1d+"""
     labels, low = [], None
     for b in bounds:
-        labels.append(f"<{seconds_text(b)}" if low is None else f"{seconds_text(low)}-{seconds_text(b)}")
+        if low is None:
+            labels.append(f"<{short_duration(b)}")
+        else:
+            a, z = short_duration(low), short_duration(b)
+            labels.append(f"{a[:-1] if a[-1] == z[-1] else a}-{z}")  # 10-30s, 30s-1m
         low = b
-    labels.append(f">={seconds_text(low)}")
+    labels.append(f"{short_duration(low)}+")
     return labels
+
+
+def hours_text(hours: list[dict]) -> str:
+    """Business hours with the weekdays that share their windows grouped: Mon-Fri 09:00-17:00; Sat 10:00-14:00."""
+    by_day: dict[int, list[str]] = {}
+    for h in hours:
+        by_day.setdefault(h["weekday"], []).append(f"{h['opens']}-{h['closes']}")
+    groups: list[tuple[list[int], list[str]]] = []
+    for day in sorted(by_day):
+        if groups and groups[-1][1] == by_day[day] and groups[-1][0][-1] == day - 1:
+            groups[-1][0].append(day)
+        else:
+            groups.append(([day], by_day[day]))
+    return "; ".join((WEEKDAYS[d[0] - 1] + (f"-{WEEKDAYS[d[-1] - 1]}" if len(d) > 1 else "")) + " " + ", ".join(w)
+                     for d, w in groups)
 
 
 def _legend(series: list[str]) -> str:
@@ -44,7 +72,7 @@ def _legend(series: list[str]) -> str:
 def histogram_chart(name: str, caption: str, bounds: list[float], series: dict[str, list[int]]) -> str:
     """Grouped vertical bars: how many times fell in each bucket, per series."""
     labels = bucket_labels(bounds)
-    width, height, left, bottom = 520, 220, 40, 36
+    width, height, left, bottom = 520, 200, 40, 22
     top = max([max(v) for v in series.values() if v] + [1])
     slot = (width - left) / len(labels)
     bar = (slot - 6) / max(len(series), 1)
@@ -58,11 +86,11 @@ def histogram_chart(name: str, caption: str, bounds: list[float], series: dict[s
                          f'width="{bar:.1f}" height="{h:.1f}" fill="{COLOURS[clock]}">'
                          f'<title>{escape(label)}: {value} ({clock})</title></rect>')
         marks.append(f'<text x="{x0 + slot / 2 - 3:.1f}" y="{height - bottom + 14}" text-anchor="middle" '
-                     f'transform="rotate(30 {x0 + slot / 2 - 3:.1f} {height - bottom + 14})">{escape(label)}</text>')
+                     f'style="font-size:10px">{escape(label)}</text>')
     axis = (f'<line x1="{left}" y1="{height - bottom}" x2="{width}" y2="{height - bottom}" stroke="#999"/>'
             f'<text x="{left - 4}" y="14" text-anchor="end">{top}</text><text x="{left - 4}" y="{height - bottom}" text-anchor="end">0</text>')
     return (f'<figure data-chart="{name}"><figcaption>{escape(caption)}</figcaption>{_legend(list(series))}'
-            f'<svg viewBox="0 0 {width} {height + 20}" width="100%" role="img">{axis}{"".join(marks)}</svg></figure>')
+            f'<svg viewBox="0 0 {width} {height}" width="100%" role="img">{axis}{"".join(marks)}</svg></figure>')
 
 
 def bar_chart(name: str, caption: str, items: list[tuple[str, dict[str, float]]]) -> str:
@@ -118,8 +146,8 @@ def line_chart(name: str, caption: str, points: list[dict]) -> str:
                 f'<line x1="{left}" y1="{height - bottom}" x2="{width}" y2="{height - bottom}" stroke="#999"/>'
                 f'<text x="{left - 4}" y="14" text-anchor="end">{top}</text>'
                 f'<text x="{left - 4}" y="{height - bottom}" text-anchor="end">0</text>'
-                f'<text x="{left}" y="{height - 6}">{escape(points[0]["at"][:16])}</text>'
-                f'<text x="{width}" y="{height - 6}" text-anchor="end">{escape(points[-1]["at"][:16])}</text>')
+                f'<text x="{left}" y="{height - 6}">{escape(points[0]["at"][:16].replace("T", " "))}</text>'
+                f'<text x="{width}" y="{height - 6}" text-anchor="end">{escape(points[-1]["at"][:16].replace("T", " "))}</text>')
     return (f'<figure data-chart="{name}"><figcaption>{escape(caption)}</figcaption>'
             f'<svg viewBox="0 0 {width} {height}" width="100%" role="img">{body}</svg></figure>')
 
@@ -154,7 +182,7 @@ def _summary_table(report: dict) -> str:
 def render(report: dict) -> str:
     ops = report["operators"]
     title = f"chatdesk report {report['from']} to {report['to']}"
-    hours = ", ".join(f"{WEEKDAYS[h['weekday'] - 1]} {h['opens']}-{h['closes']}" for h in report["business_hours"])
+    hours = hours_text(report["business_hours"])
     notes = [f"Days in {escape(report['time_zone'])}.",
              f"Business hours: {escape(hours)}." if hours else "No business hours set: wall-clock times only."]
     if report["holidays"]:

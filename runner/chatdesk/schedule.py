@@ -1,4 +1,4 @@
-"""`chatdesk schedule`: idle release and rollups for a container without cron.
+"""`chatdesk schedule`: idle release, rollups, feed pruning and queue samples for a container without cron.
 
 Runs until SIGTERM/SIGINT. Each job runs on fixed slots (start + k * interval),
 so time spent running never accumulates into drift; a job that fell more than
@@ -52,6 +52,7 @@ class Scheduler:
             Job("release-idle", self.idle_every, self.release_idle),
             Job("rollup", self.rollup_every, self.rollup),
             Job("prune-feed", self.rollup_every, self.prune_feed),
+            Job("sample-queue", self.idle_every, self.sample_queue),
         ]
 
     # -- the jobs --------------------------------------------------------------
@@ -65,6 +66,11 @@ class Scheduler:
         with db.connect(self.conninfo) as conn:
             n = conn.execute("select chatdesk.prune_changes()").fetchone()[0]
         return f"pruned {n} change-feed row{'s' if n != 1 else ''} older than feed_retention"
+
+    def sample_queue(self) -> str:
+        with db.connect(self.conninfo) as conn:
+            n = conn.execute("select chatdesk.sample_queue()").fetchone()[0]
+        return f"{n} chat{'s' if n != 1 else ''} waiting"
 
     def _rollup_days(self, conn: psycopg.Connection) -> list[date]:
         today, _ = rollup.today_and_zone(conn)
