@@ -5,6 +5,21 @@
 set local lock_timeout = '5s';
 set local statement_timeout = '10min';
 
+-- Lock order under live traffic: chats first (its ALTERs), then the foreign
+-- keys' SHARE ROW EXCLUSIVE on operators, the order in which the message and
+-- claim paths lock them. The other way round deadlocks with a message that
+-- holds its chat and waits for its operator's row.
+
+-- The chat's open conversation, and whether it still waits for its first
+-- answer: read from the chat row the message trigger has locked anyway, so a
+-- message costs one boolean test. Nullable / constant default: catalog-only.
+alter table chatdesk.chats add column conversation_id bigint;
+alter table chatdesk.chats add column awaiting_first_response boolean not null default false;
+
+alter table chatdesk.operator_daily_stats add column chats_closed int not null default 0;
+alter table chatdesk.operator_daily_stats add column chats_released int not null default 0;
+alter table chatdesk.operator_daily_stats add column chats_idle_released int not null default 0;
+
 -- A conversation: a chat from its first queueing (its first real-user
 -- message, or the first after a close) until it is closed. First response and
 -- resolution times are measured on it. Written by the chat triggers.
@@ -22,12 +37,6 @@ create index conversations_first_response_idx on chatdesk.conversations (first_r
     where first_response_at is not null;
 create index conversations_closed_idx on chatdesk.conversations (closed_at)
     where closed_at is not null;
-
--- The chat's open conversation, and whether it still waits for its first
--- answer: read from the chat row the message trigger has locked anyway, so a
--- message costs one boolean test. Nullable / constant default: catalog-only.
-alter table chatdesk.chats add column conversation_id bigint;
-alter table chatdesk.chats add column awaiting_first_response boolean not null default false;
 
 -- Business hours: windows per ISO weekday (1 Monday .. 7 Sunday) in
 -- stats_time_zone. A window whose closing time is at or before its opening
@@ -62,10 +71,6 @@ create table chatdesk.operator_daily_times (
     primary key (operator_id, stat_date, metric, clock)
 );
 create index operator_daily_times_date_idx on chatdesk.operator_daily_times (stat_date);
-
-alter table chatdesk.operator_daily_stats add column chats_closed int not null default 0;
-alter table chatdesk.operator_daily_stats add column chats_released int not null default 0;
-alter table chatdesk.operator_daily_stats add column chats_idle_released int not null default 0;
 
 -- Load per hour (the hour's start; hours of a day in stats_time_zone), written by the rollup.
 create table chatdesk.hourly_load (

@@ -13,7 +13,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from conftest import ROOT
-from helpers import ZONE, assert_one_error_line, generate_traffic, percentile_cont, q3, run_cli
+from helpers import (
+    ZONE,
+    assert_one_error_line,
+    generate_traffic,
+    percentile_cont,
+    q3,
+    run_cli,
+)
 
 # Berlin, across the spring-forward night of 2026-03-29 (02:00 -> 03:00):
 # split weekday shifts, a Saturday window that crosses midnight, an

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import sys
 import time
 from collections import defaultdict
 from datetime import date
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import psycopg

@@ -311,14 +311,14 @@ def load_history(conn: psycopg.Connection, scale: Scale, first_day: date, days: 
     conn.execute("vacuum analyze chatdesk.messages")
 
 
-def peak_rss_of_backfill(conninfo: str, first: date, last: date) -> float:
-    """Peak RSS (MB) of `chatdesk rollup --from --to` as its own process.
+def peak_rss_of_cli(conninfo: str, *args: str) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of `chatdesk ARGS` as its own process.
 
     Read from the child's own /proc/PID/status VmHWM while it runs: the
     rusage of a child also counts the parent's pages it had between fork and
     exec, which would report this (large) benchmark process instead."""
-    proc = subprocess.Popen([sys.executable, "-m", "chatdesk", "--database-url", conninfo, "rollup",
-                             "--from", first.isoformat(), "--to", last.isoformat(), "--json"],
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "chatdesk", "--database-url", conninfo, *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     status, peak_kb = Path(f"/proc/{proc.pid}/status"), 0
     while proc.poll() is None:
@@ -330,8 +330,8 @@ def peak_rss_of_backfill(conninfo: str, first: date, last: date) -> float:
             break
         time.sleep(0.01)
     if proc.wait() != 0:
-        raise ChatdeskError(f"the backfill failed: {proc.stderr.read().decode().strip()}")
-    return peak_kb / 1024.0
+        raise ChatdeskError(f"chatdesk {args[0]} failed: {proc.stderr.read().decode().strip()}")
+    return time.perf_counter() - started, peak_kb / 1024.0
 
 
 FEED_READER = """
@@ -470,6 +470,9 @@ def run(conninfo: str, scale: Scale, say=lambda text: None, synchronous_commit: 
             history_days = scale.days * scale.history_factor
             first = date(2026, 1, 1) + timedelta(days=history_days - scale.days)  # the recent `days` days
             load_history(conn, scale, first, scale.days, operators)
+            # business hours, so the rollup's cost includes business time for every reply
+            conn.execute("""insert into chatdesk.business_hours (weekday, opens, closes)
+                            select d, '09:00', '17:00' from generate_series(1, 5) d on conflict do nothing""")
             day = first + timedelta(days=scale.days // 2)
             bounds = (f"{day} 00:00:00+00", f"{day + timedelta(days=1)} 00:00:00+00")
             bare_s = timed(conn, BARE_GROUP_BY, bounds)
@@ -491,10 +494,25 @@ def run(conninfo: str, scale: Scale, say=lambda text: None, synchronous_commit: 
             report.rows.append(Row("original design", f"update_operator_stats x {len(operators)} in one statement", 1,
                                    avg_ms=loop_s * 1000, ratio=loop_s / ours_s, note="time vs one rollup"))
 
-            rss = peak_rss_of_backfill(conninfo, first, first + timedelta(days=30))
+            span = (first.isoformat(), (first + timedelta(days=30)).isoformat())
+            _, rss = peak_rss_of_cli(conninfo, "rollup", "--from", span[0], "--to", span[1], "--json")
             report.rows.append(Row("31-day backfill", "chatdesk rollup --from --to (peak RSS)", 1,
                                    note=f"{rss:.0f} MB, target < 100 MB"))
             report.checks["backfill peak RSS under 100 MB"] = rss < 100
+            # the month's report, as a support lead would ask for it (HTML with every chart)
+            # a queue sample a minute, as chatdesk schedule takes them
+            conn.execute("""insert into chatdesk.queue_samples (sampled_at, waiting, assigned, oldest_wait_seconds)
+                            select %s::timestamptz + g * interval '1 minute', g %% 40, g %% 25, g %% 600
+                              from generate_series(0, 31 * 24 * 60 - 1) g on conflict do nothing""",
+                         (f"{first} 00:00:00+00",))
+            html = workdir / "month.html"
+            seconds, rss = peak_rss_of_cli(conninfo, "report", "--from", span[0], "--to", span[1],
+                                           "--format", "html", "-o", str(html))
+            report.rows.append(Row("31-day report", f"chatdesk report --format html ({scale.messages} messages)", 1,
+                                   avg_ms=seconds * 1000,
+                                   note=f"{rss:.0f} MB; targets < 2 s, < 100 MB (a whole process, Python's start included)"))
+            report.checks["31-day report under 2 s"] = seconds < 2
+            report.checks["31-day report under 100 MB"] = rss < 100
 
             say(f"rollup: ten times the history ({history_days} days) ...")
             day_stats = """select operator_id, messages_sent, chats_handled, replies, reply_time_avg_seconds,
