@@ -29,30 +29,26 @@ begin
     v_from := p_date::timestamp at time zone v_tz;
     v_to := (p_date + 1)::timestamp at time zone v_tz;
 
+    perform chatdesk.write_operator_times(p_date, p_operator_id, v_from, v_to);
+
     -- EXECUTE plans with the actual values, so "$3 is null" folds away and
     -- each variant gets its own index (day range, or operator + day range).
     execute $sql$
-        with day as (
+        with per_operator as (
             select m.handled_by_operator_id as operator_id,
-                   m.chat_id,
-                   -- null when the message answered no run; never negative
-                   case when m.reply_started_at is not null
-                        then greatest(extract(epoch from m.created_at - m.reply_started_at), 0)
-                   end as reply_seconds
+                   count(*)::int as messages_sent,
+                   count(distinct m.chat_id)::int as chats_handled
               from chatdesk.messages m
              where m.handled_by_operator_id is not null
                and m.created_at >= $1 and m.created_at < $2
                and ($3::uuid is null or m.handled_by_operator_id = $3)
-        ), per_operator as (
-            select operator_id,
-                   count(*)::int as messages_sent,
-                   count(distinct chat_id)::int as chats_handled,
-                   count(reply_seconds)::int as replies,
-                   round(avg(reply_seconds), 3) as avg_s,
-                   round((percentile_cont(0.5) within group (order by reply_seconds::float8))::numeric, 3) as p50_s,
-                   round((percentile_cont(0.9) within group (order by reply_seconds::float8))::numeric, 3) as p90_s
-              from day
-             group by operator_id
+             group by 1
+        ), replies as (
+            -- reply times, as write_operator_times (just run) worked them out
+            select operator_id, n as replies, avg_seconds as avg_s, p50_seconds as p50_s, p90_seconds as p90_s
+              from chatdesk.operator_daily_times
+             where stat_date = $4 and metric = 'reply' and clock = 'wall'
+               and ($3::uuid is null or operator_id = $3)
         ), moves as (
             -- conversations closed (credited to whoever had the chat last),
             -- chats handed back (release) and taken back by idle release
@@ -84,10 +80,11 @@ begin
                     reply_time_avg_seconds, reply_time_p50_seconds, reply_time_p90_seconds,
                     chats_closed, chats_released, chats_idle_released, computed_at)
             select t.operator_id, $4, coalesce(p.messages_sent, 0), coalesce(p.chats_handled, 0),
-                   coalesce(p.replies, 0), p.avg_s, p.p50_s, p.p90_s,
+                   coalesce(r.replies, 0), r.avg_s, r.p50_s, r.p90_s,
                    coalesce(v.closed, 0), coalesce(v.released, 0), coalesce(v.idle_released, 0), $5
               from targets t
               left join per_operator p using (operator_id)
+              left join replies r using (operator_id)
               left join moves v using (operator_id)
             on conflict (operator_id, stat_date) do update
                set messages_sent = excluded.messages_sent,
@@ -106,7 +103,6 @@ begin
     $sql$
     into v_count
     using v_from, v_to, p_operator_id, p_date, chatdesk.clock();
-    perform chatdesk.write_operator_times(p_date, p_operator_id, v_from, v_to);
     if p_operator_id is null then
         perform chatdesk.write_hourly_load(v_from, v_to);
     end if;

