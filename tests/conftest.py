@@ -13,6 +13,7 @@ import itertools
 import os
 import pwd
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import psycopg
 import pytest
 from chatdesk import migrate
 from port_for import get_port
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pytest_postgresql.executors import PostgreSQLExecutor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -219,3 +220,52 @@ def conn(db_url):
     """An autocommit connection to a fresh test database, search_path chatdesk."""
     with psycopg.connect(db_url, autocommit=True, options="-c search_path=chatdesk,public") as connection:
         yield connection
+
+
+def _as_postgres(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """Run a server program as the postgres user when we are root (initdb,
+    pg_ctl and pg_basebackup refuse root), from / so it can read its cwd."""
+    prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    return subprocess.run(prefix + [str(a) for a in args], cwd="/", capture_output=True, text=True, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def standby(pg_server):
+    """A real hot standby of the test server: pg_basebackup -R from the same
+    PostgreSQL build, streaming. Yields its maintenance conninfo; the same
+    database names reach the same (replicated) databases."""
+    params = conninfo_to_dict(pg_server)
+    bindir = Path(os.environ.get("CHATDESK_PG_CTL") or _real_pg_ctl()).parent
+    base = Path(tempfile.mkdtemp(prefix="chatdesk-standby-"))
+    if os.geteuid() == 0:
+        postgres = pwd.getpwnam("postgres")
+        os.chown(base, postgres.pw_uid, postgres.pw_gid)
+    data, port = base / "data", get_port(None)
+    backup = _as_postgres([bindir / "pg_basebackup", "-h", params.get("host", "127.0.0.1"), "-p", params.get("port", 5432),
+                           "-U", params.get("user", "postgres"), "-D", data, "-R", "-X", "stream", "-c", "fast"],
+                          timeout=300)
+    assert backup.returncode == 0, f"pg_basebackup failed: {backup.stderr}"
+    started = _as_postgres([bindir / "pg_ctl", "-D", data, "-l", base / "standby.log", "-w", "-t", "60",
+                            "-o", f"-p {port} -k {base} -c hot_standby=on {THROWAWAY_OPTIONS}", "start"],
+                           timeout=120)
+    # (a standby needs at least the primary's max_connections: the same options)
+    log = (base / "standby.log").read_text() if (base / "standby.log").exists() else ""
+    assert started.returncode == 0, f"the standby did not start: {started.stderr} {log[-2000:]}"
+    try:
+        yield f"postgresql://{params.get('user', 'postgres')}@127.0.0.1:{port}/postgres"
+    finally:
+        _as_postgres([bindir / "pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"], timeout=60)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def wait_for_replay(primary: str, standby_url: str, timeout: float = 30.0) -> None:
+    """Until the standby has replayed everything the primary has written so far."""
+    import time
+    with psycopg.connect(primary, autocommit=True) as conn:
+        target = conn.execute("select pg_current_wal_lsn()").fetchone()[0]
+    deadline = time.monotonic() + timeout
+    # through the standby's postgres database: the one waited for may not be replayed yet
+    with psycopg.connect(url_for(standby_url, "postgres"), autocommit=True) as conn:
+        while not conn.execute("select pg_last_wal_replay_lsn() >= %s::pg_lsn", (target,)).fetchone()[0]:
+            assert time.monotonic() < deadline, "the standby did not catch up"
+            time.sleep(0.05)

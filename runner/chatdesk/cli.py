@@ -156,6 +156,17 @@ def status(database_url: str | None, idle_after, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(snap, indent=2))
         return
+    repl = snap["replication"]
+    if repl["role"] == "standby":
+        age = repl["last_replayed_commit_age_seconds"]
+        click.echo(f"Replication: a read-only standby, {repl['replay_behind_bytes'] or 0} bytes of WAL received "
+                   f"but not replayed yet; newest replayed commit "
+                   f"{human(timedelta(seconds=age)) + ' ago' if age is not None else 'none yet'}")
+    elif repl["standbys"]:
+        click.echo("Replication: primary; standbys " + ", ".join(
+            f"{s['name'] or s['address'] or '?'} ({s['state'] or 'hidden'}, replay lag "
+            f"{human(timedelta(seconds=s['replay_lag_seconds'])) if s['replay_lag_seconds'] is not None else '-'})"
+            for s in repl["standbys"]))
     oldest = snap["oldest_waiting_seconds"]
     click.echo(f"Queue: {snap['queue_depth']} waiting, oldest for "
                f"{human(timedelta(seconds=oldest)) if oldest is not None else '-'}")

@@ -6,7 +6,7 @@ import os
 
 import psycopg
 
-from chatdesk.errors import ConnectionFailed
+from chatdesk.errors import ChatdeskError, ConnectionFailed
 
 APP_NAME = "chatdesk"
 
@@ -45,3 +45,16 @@ def libpq_env(conninfo: str | None) -> dict:
     names = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "password": "PGPASSWORD", "dbname": "PGDATABASE"}
     params = conninfo_to_dict(conninfo or "")
     return {**os.environ, **{var: str(params[key]) for key, var in names.items() if params.get(key)}}
+
+
+def where(conn: psycopg.Connection) -> str:
+    """host:port/dbname of a connection, for messages."""
+    info = conn.info
+    return f"{info.host}:{info.port}/{info.dbname}"
+
+
+def require_primary(conn: psycopg.Connection, command: str) -> None:
+    """Refuse at once, before any work, on a hot standby: a write there fails
+    only at its first statement (25006), possibly halfway through a job."""
+    if conn.execute("select pg_is_in_recovery()").fetchone()[0]:
+        raise ChatdeskError(f"{where(conn)} is a read-only standby; run chatdesk {command} against the primary")

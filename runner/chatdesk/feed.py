@@ -81,8 +81,13 @@ class Feed:
 
     def __iter__(self) -> Iterator[Change]:
         with db.connect(self.conninfo) as conn:
-            self.listening = self._listen(conn)
-            if not self.listening:
+            standby = conn.execute("select pg_is_in_recovery()").fetchone()[0]
+            # NOTIFY does not reach a hot standby (nor may it LISTEN): poll.
+            self.listening = not standby and self._listen(conn)
+            if standby:
+                self.on_notice(f"a read-only standby: NOTIFY does not reach it; polling every {self.poll:g} s "
+                               f"(each change once, in order, as soon as it is replayed here)")
+            elif not self.listening:
                 self.on_notice(f"LISTEN hears nothing on this connection (a transaction-mode pooler?): "
                                f"polling every {self.poll:g} s; connect directly for wake-ups")
             while not self._stop.is_set():

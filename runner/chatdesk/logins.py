@@ -45,6 +45,7 @@ def create_login(conninfo: str | None, name: str, kind: str, password: str | Non
     spec = KINDS[kind]
     role = sql.Identifier(name)
     with db.connect(conninfo, autocommit=False) as conn:
+        db.require_primary(conn, "create-login")
         exists = conn.execute("select 1 from pg_roles where rolname = %s", (name,)).fetchone()
         statements = [
             sql.SQL("alter role {} login {}") if exists else sql.SQL("create role {} login {}"),

@@ -254,6 +254,8 @@ def _reload(conn: psycopg.Connection, files: list[Path], hashes: dict[str, str],
 def migrate(conninfo: str | None, echo=lambda *args, **kwargs: None, *, reload_all: bool = False) -> MigrateResult:
     """Apply pending migrations, then re-create the sql/ files that changed (all with reload_all)."""
     result = MigrateResult()
+    with db.connect(conninfo) as conn:
+        db.require_primary(conn, "migrate")
     # yoyo's tables (its lock table among them), and its internal schema,
     # which yoyo upgrades under its own lock: before we hold that lock row.
     backend = _backend(conninfo)

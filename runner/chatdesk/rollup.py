@@ -99,6 +99,7 @@ def rollup(
     """
     result = RollupResult()
     with db.connect(conninfo) as conn:
+        db.require_primary(conn, "rollup")
         days = pick_days(conn)
         result.time_zone = today_and_zone(conn)[1]
         with track(days) as tracked:

@@ -127,6 +127,13 @@ class Scheduler:
         return max(0.0, min(job.next_at for job in self.jobs) - self.now())
 
     def run_forever(self) -> None:
+        # Every job writes: on a standby, say so once and stop, rather than
+        # fail every run. (A database that is down is retried, as always.)
+        try:
+            with db.connect(self.conninfo) as conn:
+                db.require_primary(conn, "schedule")
+        except db.ConnectionFailed:
+            pass
         self.start()
         self.log(f"{self._stamp()} schedule: started (release-idle every {human(timedelta(seconds=self.idle_every))}, "
                  f"rollup every {human(timedelta(seconds=self.rollup_every))})")

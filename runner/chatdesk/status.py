@@ -36,6 +36,7 @@ def snapshot(conn: psycopg.Connection, idle_after: timedelta) -> dict:
         """select count(*), chatdesk.clock() - min(created_at) from chatdesk.changes
             where tx >= pg_snapshot_xmin(pg_current_snapshot())""").fetchone()
     return {
+        "replication": replication(conn),
         "feed_held_back": held[0],
         "feed_lag_seconds": held[1].total_seconds() if held[1] is not None else 0.0,
         "queue_depth": queue[0],
@@ -52,3 +53,26 @@ def snapshot(conn: psycopg.Connection, idle_after: timedelta) -> dict:
                    "age_seconds": age.total_seconds() if age is not None else None} for d, at, age in freshness],
         "idle_after_seconds": idle_after.total_seconds(),
     }
+
+
+def replication(conn: psycopg.Connection) -> dict:
+    """On a hot standby: how far behind the primary it is. On a primary: its
+    standbys' replay lag (the details need pg_monitor; without it, just how many)."""
+    standby, age, behind, last = conn.execute(
+        """select pg_is_in_recovery(),
+                  extract(epoch from now() - pg_last_xact_replay_timestamp()),
+                  pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()),
+                  pg_last_xact_replay_timestamp()""").fetchone()
+    if standby:
+        return {"role": "standby",
+                # WAL received but not applied yet: what readers here do not see
+                "replay_behind_bytes": int(behind) if behind is not None else None,
+                # how old the newest replayed commit is: the lag while the primary writes
+                "last_replayed_commit": last.isoformat() if last else None,
+                "last_replayed_commit_age_seconds": float(age) if age is not None else None}
+    standbys = conn.execute(
+        """select application_name, client_addr::text, state, extract(epoch from replay_lag)
+             from pg_stat_replication order by application_name""").fetchall()
+    return {"role": "primary",
+            "standbys": [{"name": n, "address": a, "state": st,
+                          "replay_lag_seconds": float(lag) if lag is not None else None} for n, a, st, lag in standbys]}

@@ -22,6 +22,8 @@ def verify(conninfo: str | None, *, repair: bool = False) -> list[Drift]:
     """The counters that differ from their recount (verify_counters); with
     repair, they are rewritten in the same transaction."""
     with db.connect(conninfo, autocommit=False) as conn:
+        if repair:
+            db.require_primary(conn, "verify --repair")
         rows = conn.execute(
             "select object, object_id::text, counter, stored, actual from chatdesk.verify_counters(%s)",
             (repair,),
