@@ -8,12 +8,12 @@ PG_MAJOR ?= 15
 .PHONY: test test-15 test-18 demo bench system-deps schema-snapshot clean
 
 # Every test on Debian's PostgreSQL (15), then again on PostgreSQL 18 (the
-# embedded server's binaries, pgTAP from the Debian package). Three checks
+# embedded server's binaries, pgTAP from the Debian package). Four checks
 # stay with 15, for want of a tool on 18: pg_dump's exact text (pg_dump 15
 # refuses an 18 server; tests/schema.catalog is compared on both),
-# plpgsql_check and auto_explain (neither is built for the embedded 18).
+# plpgsql_check, auto_explain and pg_cron (none is built for the embedded 18).
 PG18_ONLY_ON_15 := -k "not test_pg_dump_snapshot and not test_plpgsql_check_finds_no_errors \
-	and not test_the_rollup_reads_only_the_days_messages"
+	and not test_the_rollup_reads_only_the_days_messages and not test_cron"
 
 test: test-15 test-18
 
@@ -32,9 +32,9 @@ bench: system-deps $(VENV)/.installed-test
 	$(BIN)/chatdesk bench $(BENCH_ARGS)
 
 # PostgreSQL's server binaries (the tests start a throwaway server of their
-# own), pgTAP with pg_prove, plpgsql_check, PgBouncer (the pooler tests run
-# through a real one) and Chromium (the HTML report is checked in a real
-# browser), from Debian when missing.
+# own), pgTAP with pg_prove, plpgsql_check, pg_cron, PgBouncer (the pooler
+# tests run through a real one) and Chromium (the HTML report is checked in a
+# real browser), from Debian when missing.
 system-deps:
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing="$$missing postgresql-$(PG_MAJOR)"; \
@@ -43,6 +43,7 @@ system-deps:
 	ls /usr/share/postgresql/*/extension/plpgsql_check.control >/dev/null 2>&1 || missing="$$missing postgresql-$(PG_MAJOR)-plpgsql-check"; \
 	[ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null 2>&1 || missing="$$missing pgbouncer"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	ls /usr/share/postgresql/*/extension/pg_cron.control >/dev/null 2>&1 || missing="$$missing postgresql-$(PG_MAJOR)-cron"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "Installing:$$missing"; \

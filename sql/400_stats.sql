@@ -144,6 +144,46 @@ begin
 end;
 $$;
 
+create or replace function chatdesk.scheduled_rollup()
+returns text
+language plpgsql
+security definer  -- reads operator_daily_stats' freshness and rolls up, for backends and pg_cron
+set search_path = chatdesk, pg_temp
+set lock_timeout = '5s'
+as $$
+declare
+    v_today    date := chatdesk.stats_today();
+    v_midnight timestamptz := v_today::timestamp at time zone chatdesk.stats_time_zone();
+    v_day      date;
+    v_rows     int;
+    v_done     text[] := '{}';
+begin
+    -- The rollup a schedule runs every few minutes (chatdesk cron's job):
+    -- today, and yesterday too until a rollup after midnight in
+    -- stats_time_zone has closed it. Skips, writing nothing, while another
+    -- rollup runs (try_rollup_operator_stats): runs never overlap. Returns
+    -- one line for the job's log. For backends only (42501).
+    perform chatdesk.authorize('roll up stats', 'backend');
+    for v_day in
+        select v_today - 1
+         where not exists (select 1 from chatdesk.operator_daily_stats
+                            where stat_date = v_today - 1 and computed_at >= v_midnight)
+        union all
+        select v_today
+    loop
+        v_rows := chatdesk.try_rollup_operator_stats(v_day);
+        if v_rows is null then
+            return 'skipped: another rollup holds the lock';
+        end if;
+        v_done := v_done || format('%s (%s rows)', v_day, v_rows);
+    end loop;
+    return 'rolled up ' || array_to_string(v_done, ', ');
+end;
+$$;
+
+comment on function chatdesk.scheduled_rollup() is
+    'Today''s rollup, and yesterday''s until one after midnight closed it; skips while another rollup runs (pg_cron''s job).';
+
 comment on function chatdesk.try_rollup_operator_stats(date) is
     'rollup_operator_stats, or null at once while another rollup runs.';
 

@@ -34,6 +34,7 @@ grant execute on function
     chatdesk.update_operator_stats(uuid, date),
     chatdesk.rollup_operator_stats(date),
     chatdesk.try_rollup_operator_stats(date),
+    chatdesk.scheduled_rollup(),
     chatdesk.act_as_operator(uuid),
     chatdesk.prune_changes(),
     chatdesk.sample_queue(),

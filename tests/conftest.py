@@ -83,6 +83,10 @@ def pg_server():
         options += extra
     else:
         os.environ["CHATDESK_PG_CTL"] = _real_pg_ctl()
+        # pg_cron (Debian's build for this server), as Supabase, RDS and Cloud
+        # SQL load it: the cron tests schedule real jobs and watch them run
+        if glob.glob(str(Path(os.environ["CHATDESK_PG_CTL"]).parent.parent / "lib" / "pg_cron.so")):
+            options += " -c shared_preload_libraries=pg_cron -c cron.database_name=postgres"
     if os.geteuid() == 0:
         postgres = pwd.getpwnam("postgres")
         for path in [base, *base.rglob("*")]:

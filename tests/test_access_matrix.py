@@ -71,6 +71,7 @@ FUNCTIONS = {
     "update_operator_stats": ("update_operator_stats('{a}', current_date)", BACKEND),
     "rollup_operator_stats": ("rollup_operator_stats(current_date)", BACKEND),
     "try_rollup_operator_stats": ("try_rollup_operator_stats(current_date)", BACKEND),
+    "scheduled_rollup": ("scheduled_rollup()", BACKEND),
     "act_as_operator": ("act_as_operator('{a}')", BACKEND),
     "stats_today": ("stats_today()", BACKEND),
     "stats_time_zone": ("stats_time_zone()", BACKEND | {"reporting"}),

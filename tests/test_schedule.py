@@ -105,3 +105,24 @@ def test_schedule_survives_a_killed_backend_and_stops_on_sigterm(db_url):
     assert proc.returncode == 0, proc.stderr.read()
     assert any("SIGTERM received, stopping" in line for line in lines)
     assert lines[-1].rstrip().endswith("schedule: stopped")
+
+
+def test_scheduled_rollup_closes_yesterday_once_after_midnight_and_never_overlaps(conn):
+    """The pg_cron job's function (chatdesk cron): midnight in stats_time_zone, and a rollup already running."""
+    conn.execute("update settings set value = 'Europe/Berlin' where key = 'stats_time_zone'")
+    conn.execute("select create_operator('Ann')")
+
+    def at(when):
+        conn.execute("select set_config('chatdesk.clock', %s, false)", (when,))
+        return conn.execute("select scheduled_rollup()").fetchone()[0]
+
+    assert at("2026-03-10 23:50+01") == "rolled up 2026-03-09 (1 rows), 2026-03-10 (1 rows)"
+    assert at("2026-03-10 23:55+01") == "rolled up 2026-03-10 (1 rows)"   # yesterday already closed, after its midnight
+    assert at("2026-03-11 00:00+01") == "rolled up 2026-03-10 (1 rows), 2026-03-11 (1 rows)"  # the day that ended
+    assert at("2026-03-11 00:05+01") == "rolled up 2026-03-11 (1 rows)"
+    with connect(conn.info.dsn) as holder, holder.transaction():
+        holder.execute("select chatdesk.try_rollup_operator_stats('2026-03-11')")  # holds the rollup lock
+        started = time.monotonic()
+        assert at("2026-03-11 00:10+01") == "skipped: another rollup holds the lock"
+        assert time.monotonic() - started < 1
+    conn.execute("reset chatdesk.clock")

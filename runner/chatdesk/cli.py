@@ -258,6 +258,54 @@ def schedule(database_url, idle_every, idle_after, rollup_every) -> None:
     scheduler.run_forever()
 
 
+@cli.group()
+def cron() -> None:
+    """The schedule inside the database: idle release, rollups, feed pruning and queue samples as pg_cron jobs."""
+
+
+@cron.command("install")
+@click.option("--idle-after", type=Duration(), default="5m", show_default=True,
+              help="Silence after which an operator counts as idle.")
+@click.pass_obj
+def cron_install(database_url, idle_after) -> None:
+    """Schedule chatdesk's jobs in pg_cron (again: replaces them)."""
+    from chatdesk import cron as crons
+
+    for job in crons.install(database_url, int(idle_after.total_seconds())):
+        click.echo(f"{job['job']:<24} {job['schedule']:<12} in {job['database']} as {job['runs_as']}: {job['command']}")
+
+
+@cron.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def cron_status(database_url, as_json) -> None:
+    """chatdesk's pg_cron jobs, their last runs and the failures of the last day."""
+    from chatdesk import cron as crons
+
+    state = crons.status(database_url)
+    if as_json:
+        click.echo(json.dumps(state, indent=2))
+        return
+    if not state["jobs"]:
+        click.echo("No chatdesk jobs in pg_cron (chatdesk cron install).")
+    for job in state["jobs"]:
+        last = job["last_runs"][0] if job["last_runs"] else None
+        click.echo(f"{job['job']:<24} {job['schedule']:<12} "
+                   + (f"last run {last['started']}: {last['status']}" + (f" ({last['message']})" if last["message"] else "")
+                      if last else "not run yet")
+                   + (f"; {job['failures_24h']} failed in the last day" if job["failures_24h"] else ""))
+
+
+@cron.command("remove")
+@click.pass_obj
+def cron_remove(database_url) -> None:
+    """Unschedule chatdesk's pg_cron jobs."""
+    from chatdesk import cron as crons
+
+    n = crons.remove(database_url)
+    click.echo(f"Removed {n} pg_cron job{'s' if n != 1 else ''}.")
+
+
 @cli.command()
 @click.option("--since", metavar="CURSOR", help="Resume after this cursor (the cursor of the last change you handled).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line, with its cursor.")
