@@ -5,7 +5,7 @@
 -- and queue samples.
 begin;
 select chatdesk_test.setup();
-select plan(24);
+select plan(32);
 
 update settings set value = 'Europe/Berlin' where key = 'stats_time_zone';
 
@@ -123,6 +123,26 @@ select chatdesk_test.at('2026-11-26 12:00+01');
 select is(sample_queue(), 1, 'sample_queue returns how many chats wait');
 select results_eq($$ select waiting, assigned, oldest_wait_seconds from queue_samples $$,
     $$ values (1, 0, 7200.000) $$, 'and records the oldest wait, kept from its first queueing');
+
+-- ---- who may write what: only chatdesk's own functions and the owner ----
+select throws_ok($$ select chatdesk_test.as_caller('backend', $q$ insert into business_hours values (7, '10:00', '11:00') returning 1 $q$) $$,
+    '42501', null, 'a backend cannot change business hours (the owner does)');
+select throws_ok($$ select chatdesk_test.as_caller('backend', $q$ delete from holidays returning 1 $q$) $$,
+    '42501', null, 'nor holidays');
+select throws_ok($$ select chatdesk_test.as_caller('backend', $q$ update operator_daily_times set n = 0 returning 1 $q$) $$,
+    '42501', null, 'nor write the times');
+select throws_ok($$ select chatdesk_test.as_caller('backend', $q$ update conversations set closed_at = null returning 1 $q$) $$,
+    '42501', null, 'nor rewrite a conversation');
+select throws_ok($$ select chatdesk_test.as_caller('reporting', 'select sample_queue()') $$,
+    '42501', null, 'dashboards cannot sample the queue');
+insert into fixtures values ('ann_login', gen_random_uuid());
+select link_auth_user(chatdesk_test.id('ann'), null, chatdesk_test.id('ann_login'));
+select throws_ok($$ select chatdesk_test.as_caller('web:ann_login', 'select scheduled_rollup()') $$,
+    '42501', null, 'nor can a web operator run the scheduled rollup');
+select is(chatdesk_test.as_caller('web:ann_login', 'select count(distinct operator_id) from operator_daily_times'), '1',
+    'a web operator reads its own times');
+select is(chatdesk_test.as_caller('web:ann_login', $q$ select count(*) from operator_daily_times where operator_id = chatdesk_test.id('bob') $q$), '0',
+    'and not another operator''s');
 
 select * from finish();
 rollback;
