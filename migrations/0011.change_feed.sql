@@ -26,7 +26,7 @@ create table chatdesk.changes (
     operator_id  uuid,                  -- the assignee after the change (who may see it)
     real_user_id uuid not null,         -- the chat's user (who may see it)
     created_at   timestamptz not null,
-    primary key (tx, id)
+    primary key (tx, id, chat_id)  -- chat_id: the distribution column, should the feed be sharded (docs/scaling.md)
 );
 -- Pruning by age.
 create index changes_created_idx on chatdesk.changes (created_at);

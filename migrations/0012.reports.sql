@@ -24,15 +24,15 @@ alter table chatdesk.operator_daily_stats add column chats_idle_released int not
 -- message, or the first after a close) until it is closed. First response and
 -- resolution times are measured on it. Written by the chat triggers.
 create table chatdesk.conversations (
-    id                         bigint generated always as identity primary key,
+    id                         bigint generated always as identity,
     chat_id                    uuid not null references chatdesk.chats (id),
     queued_at                  timestamptz not null,   -- the conversation begins
     first_response_at          timestamptz,            -- the first operator message in it
     first_response_operator_id uuid references chatdesk.operators (id),
     closed_at                  timestamptz,
-    closed_by_operator_id      uuid references chatdesk.operators (id)  -- who had it last
+    closed_by_operator_id      uuid references chatdesk.operators (id),  -- who had it last
+    primary key (chat_id, id)  -- led by chat_id: its chat's shard, should chats be sharded (docs/scaling.md)
 );
-create index conversations_chat_idx on chatdesk.conversations (chat_id);
 create index conversations_first_response_idx on chatdesk.conversations (first_response_at)
     where first_response_at is not null;
 create index conversations_closed_idx on chatdesk.conversations (closed_at)

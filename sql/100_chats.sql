@@ -99,6 +99,15 @@ begin
         end if;
     end if;
 
+    -- The queue table (claim_next_chat pops it): a row while the chat waits,
+    -- at its place (queued_at, kept on a release).
+    if new.chat_state = 'waiting_assignment' then
+        insert into chatdesk.queue (chat_id, queued_at) values (old.id, new.queued_at)
+        on conflict (chat_id) do update set queued_at = excluded.queued_at;
+    elsif old.chat_state = 'waiting_assignment' then
+        delete from chatdesk.queue where chat_id = old.id;
+    end if;
+
     -- Conversations (the reports' first response and resolution): the first
     -- queueing since the chat began or was closed opens one; a close ends it,
     -- credited to whoever had the chat last in it.
@@ -113,7 +122,7 @@ begin
                    (select e.operator_id from chatdesk.chat_events e
                      where e.chat_id = old.id and e.operator_id is not null and e.created_at >= c.queued_at
                      order by e.id desc limit 1))
-         where c.id = old.conversation_id;
+         where c.chat_id = old.id and c.id = old.conversation_id;
         new.conversation_id := null;
         new.awaiting_first_response := false;
     end if;

@@ -41,11 +41,16 @@ create or replace function chatdesk.recount_chats(p_chat_ids uuid[])
 returns void
 language plpgsql
 as $$
+declare
+    v_chat_id uuid;
 begin
     -- Recomputes the counters and bookkeeping of the given chats from their
     -- messages. Locks the chats (in id order, so two recounts cannot
-    -- deadlock) before reading, so the recount sees every committed message.
-    perform 1 from chatdesk.chats where id = any (p_chat_ids) order by id for no key update;
+    -- deadlock) before reading, so the recount sees every committed message;
+    -- one chat per statement, as a sharded chats table needs.
+    for v_chat_id in select distinct x from unnest(p_chat_ids) x where x is not null order by 1 loop
+        perform 1 from chatdesk.chats c where c.id = v_chat_id for no key update;
+    end loop;
     update chatdesk.chats c
        set message_count = a.message_count,
            last_message_at = a.last_message_at,

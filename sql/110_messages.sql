@@ -162,7 +162,7 @@ begin
         if v_chat.awaiting_first_response then
             update chatdesk.conversations
                set first_response_at = new.created_at, first_response_operator_id = new.handled_by_operator_id
-             where id = v_chat.conversation_id;
+             where chat_id = new.chat_id and id = v_chat.conversation_id;
         end if;
         -- Having seen everything, the operator hands the chat back to the user;
         -- with a newer user message unseen, the chat stays with the operator.

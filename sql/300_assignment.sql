@@ -42,10 +42,12 @@ set lock_timeout = '5s'  -- a stuck session cannot hang every operator
 as $$
 declare
     v_chat_id uuid;
+    v_state   text;
+    v_passed  uuid[] := '{}'::uuid[];  -- entries whose chat is being written to right now
     v_op      chatdesk.operators%rowtype;
 begin
     -- Gives the operator the waiting chat with the oldest queued_at, or null
-    -- when the queue is empty. Takes the chat with SKIP LOCKED, so claimers
+    -- when the queue is empty. Takes it with SKIP LOCKED, so claimers
     -- never wait on each other and no chat goes to two operators; the state
     -- guard then checks and counts the claim under the operator's row lock,
     -- so two claims by one operator cannot both pass its capacity. Refuses:
@@ -56,20 +58,35 @@ begin
     select * into v_op from chatdesk.operators where id = p_operator_id;
     perform chatdesk.check_claim(v_op, p_operator_id, null, v_op.assigned_chats + 1);
 
-    select id into v_chat_id
-      from chatdesk.chats
-     where chat_state = 'waiting_assignment'
-     order by queued_at, id
-     limit 1
-       for no key update skip locked;
-    if v_chat_id is null then
-        return null;
-    end if;
-
-    update chatdesk.chats
-       set chat_state = 'assigned', state_reason = 'claim', assigned_operator_id = p_operator_id
-     where id = v_chat_id;
-    return v_chat_id;
+    -- The queue in claim order, one entry at a time with SKIP LOCKED (another
+    -- claimer has it: skip; one at a time, as a FOR loop's cursor would
+    -- lock ten ahead), then its one chat, also SKIP LOCKED (a message is
+    -- being written to it right now: take the next). Never waits, and no
+    -- statement locks rows of more than one chat. An entry whose chat has
+    -- moved on (left behind while migrating) is dropped.
+    loop
+        select q.chat_id into v_chat_id
+          from chatdesk.queue q
+         where q.chat_id <> all (v_passed)
+         order by q.queued_at, q.chat_id
+         limit 1
+           for update skip locked;
+        if v_chat_id is null then
+            return null;
+        end if;
+        select c.chat_state into v_state from chatdesk.chats c where c.id = v_chat_id for no key update skip locked;
+        if not found then
+            v_passed := v_passed || v_chat_id;
+            continue;
+        elsif v_state <> 'waiting_assignment' then
+            delete from chatdesk.queue where chat_id = v_chat_id;
+            continue;
+        end if;
+        update chatdesk.chats
+           set chat_state = 'assigned', state_reason = 'claim', assigned_operator_id = p_operator_id
+         where id = v_chat_id;
+        return v_chat_id;
+    end loop;
 end;
 $$;
 
@@ -114,6 +131,7 @@ set lock_timeout = '5s'  -- a stuck session cannot hang every operator
 as $$
 declare
     v_cutoff    timestamptz;
+    v_candidate record;
     v_count     int;
     v_chats     uuid[];
     v_operators uuid[];
@@ -132,17 +150,28 @@ begin
     end if;
     v_cutoff := chatdesk.clock() - p_idle_after;
 
-    -- Take the idle chats (SKIP LOCKED: a chat being written to right now is
-    -- not idle), then their operators in id order, as every statement that
-    -- holds several operator rows does, so concurrent sweeps cannot deadlock.
-    select coalesce(array_agg(x.id), '{}'), coalesce(array_agg(distinct x.assigned_operator_id), '{}')
-      into v_chats, v_operators
-      from (select c.id, c.assigned_operator_id
-              from chatdesk.chats c
-              join chatdesk.operators o on o.id = c.assigned_operator_id
-             where c.chat_state = 'assigned'
-               and coalesce(o.last_active_at, '-infinity') < v_cutoff
-               for no key update of c skip locked) x;
+    -- Take the idle chats one by one (SKIP LOCKED: a chat being written to
+    -- right now is not idle; one chat per lock, as a sharded table needs),
+    -- then their operators in id order, as every statement that holds
+    -- several operator rows does, so concurrent sweeps cannot deadlock.
+    v_chats := '{}';
+    v_operators := '{}';
+    for v_candidate in
+        select c.id, c.assigned_operator_id
+          from chatdesk.chats c
+          join chatdesk.operators o on o.id = c.assigned_operator_id
+         where c.chat_state = 'assigned'
+           and coalesce(o.last_active_at, '-infinity') < v_cutoff
+    loop
+        perform 1 from chatdesk.chats c
+         where c.id = v_candidate.id and c.chat_state = 'assigned'
+           and c.assigned_operator_id = v_candidate.assigned_operator_id
+           for no key update skip locked;
+        if found then
+            v_chats := v_chats || v_candidate.id;
+            v_operators := v_operators || v_candidate.assigned_operator_id;
+        end if;
+    end loop;
     perform 1 from chatdesk.operators where id = any (v_operators) order by id for no key update;
     update chatdesk.chats
        set chat_state = 'waiting_assignment', state_reason = 'idle'
@@ -154,3 +183,33 @@ $$;
 
 comment on function chatdesk.release_idle_chats(interval) is
     'Returns to the queue every chat whose operator has been silent longer than p_idle_after; returns how many.';
+
+create or replace function chatdesk.sync_queue()
+returns int
+language sql
+security definer  -- writes the queue table, which applications may not write
+set search_path = chatdesk, pg_temp
+set lock_timeout = '5s'
+as $$
+    -- Puts the queue table right against the chats (chatdesk migrate runs it
+    -- after each reload of sql/: chats that changed while older triggers ran
+    -- are fixed here): adds waiting chats it lacks, drops entries whose chat
+    -- no longer waits. Returns how many rows it fixed (0 when in step).
+    with missing as (
+        insert into chatdesk.queue (chat_id, queued_at)
+        select c.id, c.queued_at from chatdesk.chats c
+         where c.chat_state = 'waiting_assignment'
+           and not exists (select 1 from chatdesk.queue q where q.chat_id = c.id)
+        on conflict (chat_id) do nothing
+        returning 1
+    ), stale as (
+        delete from chatdesk.queue q
+         where not exists (select 1 from chatdesk.chats c
+                            where c.id = q.chat_id and c.chat_state = 'waiting_assignment')
+        returning 1
+    )
+    select ((select count(*) from missing) + (select count(*) from stale))::int;
+$$;
+
+comment on function chatdesk.sync_queue() is
+    'Puts the queue table right against the chats waiting for assignment; returns rows fixed (chatdesk migrate runs it).';

@@ -156,7 +156,7 @@ declare
     v_midnight timestamptz := v_today::timestamp at time zone chatdesk.stats_time_zone();
     v_day      date;
     v_rows     int;
-    v_done     text[] := '{}';
+    v_done     text[] := '{}'::text[];
 begin
     -- The rollup a schedule runs every few minutes (chatdesk cron's job):
     -- today, and yesterday too until a rollup after midnight in

@@ -149,28 +149,36 @@ def test_two_claims_by_one_operator_at_once_respect_capacity_one(db_url):
             conn.execute("update chats set chat_state = 'closed', state_reason = 'close' where chat_state <> 'closed'")
 
 
-CLAIM_QUERY = """select id into v_chat_id
-      from chatdesk.chats
-     where chat_state = 'waiting_assignment'
-     order by queued_at, id
-     limit 1
-       for no key update skip locked;"""
-
-
-def test_the_claim_walks_the_queue_index(db_url):
+def test_the_claim_walks_the_queue_index_and_reads_one_chat(db_url):
+    """Measured by what the server did (its statistics), not read from the function's text."""
     with connect(db_url) as conn:
-        source = conn.execute("select pg_get_functiondef('chatdesk.claim_next_chat(uuid)'::regprocedure)").fetchone()[0]
-        assert CLAIM_QUERY in source, "claim_next_chat's query changed: update CLAIM_QUERY and keep the plan test"
+        op = conn.execute("select create_operator('Ann', 5)").fetchone()[0]
         user = conn.execute("select create_real_user('u')").fetchone()[0]
         # a realistic table: most chats long past the queue, a few waiting
         conn.execute("insert into chats (real_user_id) select %s from generate_series(1, 20000)", (user,))
         conn.execute("""select chatdesk.send_user_message(id, 'x') from chats
-                         where id in (select id from chats order by id limit 200)""")
-        conn.execute("analyze chats")
-        plan = "\n".join(r[0] for r in conn.execute(
-            "explain " + CLAIM_QUERY.replace("into v_chat_id", "").rstrip(";")))
-    assert "chats_queue_idx" in plan, plan
-    assert "Seq Scan" not in plan and "Sort" not in plan, plan
+                         where id in (select id from chats order by id limit 2000)""")
+        conn.execute("analyze chats; analyze queue")
+
+        def stats():
+            conn.execute("select pg_stat_force_next_flush()")
+            conn.execute("select 1")  # the flush happens at the end of a transaction
+            conn.execute("select pg_stat_clear_snapshot()")
+            return conn.execute(
+                """select (select seq_scan from pg_stat_user_tables where relid = 'chatdesk.chats'::regclass),
+                          (select seq_scan from pg_stat_user_tables where relid = 'chatdesk.queue'::regclass),
+                          (select idx_scan from pg_stat_user_indexes where indexrelid = 'chatdesk.queue_order_idx'::regclass),
+                          (select idx_tup_fetch from pg_stat_user_tables where relid = 'chatdesk.chats'::regclass)""").fetchone()
+        before = stats()
+        oldest = conn.execute("select chat_id from queue order by queued_at, chat_id limit 1").fetchone()[0]
+        after_lookup = stats()
+        assert conn.execute("select claim_next_chat(%s)", (op,)).fetchone()[0] == oldest
+        after = stats()
+    claim = [a - b for a, b in zip(after, after_lookup)]
+    assert claim[0] == 0 and claim[1] == 0, f"the claim scanned a table sequentially: {claim}"
+    assert claim[2] >= 1, "the claim did not walk queue_order_idx"
+    assert claim[3] < 20, f"the claim fetched {claim[3]} chat rows by index: it should read about one"
+    assert before[0] == after_lookup[0]
 
 
 def test_release_idle_and_status_commands(db_url):

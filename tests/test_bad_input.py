@@ -131,7 +131,7 @@ def test_every_refusal_has_its_sqlstate_and_writes_nothing(db_url):
         conn.execute("select close_chat(%s)", (ids["closed"],))
 
         before = snapshot(conn)
-        assert len(before) == 19
+        assert len(before) == 20
         wrong = []
         for what, sql, sqlstate in CASES:
             named = [str(ids[k]) for k in ids if "{" + k + "}" in sql]

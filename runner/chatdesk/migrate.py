@@ -281,6 +281,11 @@ def migrate(conninfo: str | None, echo=lambda *args, **kwargs: None, *, reload_a
                     result.reloaded = [p.name for p in changed]
                     echo(f"Reloaded {len(changed)} of {len(hashes)} files from sql/: "
                          + ", ".join(result.reloaded) + ".")
+                    # Chats that joined or left the queue while the older
+                    # triggers ran (between a migration and this reload).
+                    fixed = conn.execute("select chatdesk.sync_queue()").fetchone()[0]
+                    if fixed:
+                        echo(f"Put {fixed} queue entr{'ies' if fixed != 1 else 'y'} right after the reload.")
                 else:
                     echo("sql/ is up to date.")
         finally:
