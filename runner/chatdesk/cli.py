@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from datetime import timedelta
 
 import click
@@ -230,16 +231,23 @@ def report(database_url, first, last, operator_id, fmt, output) -> None:
 
     span = reports.Range(first.date(), last.date(), operator_id)
     with db.connect(database_url) as conn:
-        text = reports.render(reports.build(conn, span), fmt)
-    if output:
+        if not output:
+            reports.write(conn, span, fmt, click.get_text_stream("stdout"))
+            return
+        # written to a temporary file first: a failed report leaves no half file behind
+        target = os.path.abspath(output)
         try:
-            with open(output, "w", encoding="utf-8") as f:
-                f.write(text if text.endswith("\n") else text + "\n")
+            with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=os.path.dirname(target),
+                                             prefix=".chatdesk-report-", delete=False) as f:
+                try:
+                    reports.write(conn, span, fmt, f)
+                except BaseException:
+                    os.unlink(f.name)
+                    raise
+            os.replace(f.name, target)
         except OSError as error:
             raise ChatdeskError(f"cannot write {output}: {error.strerror}") from None
-        click.echo(f"Wrote {output}", err=True)
-    else:
-        click.echo(text)
+    click.echo(f"Wrote {output}", err=True)
 
 
 @cli.command()

@@ -44,65 +44,76 @@ def _num(value):
     return None if value is None else float(value)
 
 
-def build(conn: psycopg.Connection, span: Range) -> dict:
-    """The report's data: plain JSON-ready values."""
+# Per day and operator, every figure in its own column (CSV, JSON): one row per
+# operator_daily_stats row, its times pivoted beside it.
+DAILY_SQL = f"""
+    select s.stat_date, s.operator_id, o.name, {', '.join('s.' + c for c in COUNTS)},
+           {', '.join(f"max(t.{part}) filter (where t.metric = '{m}' and t.clock = '{c}')"
+                      for m in METRICS for c in CLOCKS for part in ('n', 'avg_seconds', 'p50_seconds', 'p90_seconds'))}
+      from chatdesk.operator_daily_stats s
+      join chatdesk.operators o on o.id = s.operator_id
+      left join chatdesk.operator_daily_times t on t.operator_id = s.operator_id and t.stat_date = s.stat_date
+     where s.stat_date between %(first)s and %(last)s and (%(op)s::uuid is null or s.operator_id = %(op)s::uuid)
+     group by s.stat_date, s.operator_id, o.name, {', '.join('s.' + c for c in COUNTS)}
+     order by s.stat_date, s.operator_id"""
+
+# Over the range, per operator: sums, exact means, and summed histograms,
+# added up by the server (a month of a thousand operators is 31,000 rows).
+TOTALS_SQL = f"""
+    select s.operator_id, o.name, {', '.join(f'sum(s.{c})::bigint' for c in COUNTS)}
+      from chatdesk.operator_daily_stats s join chatdesk.operators o on o.id = s.operator_id
+     where s.stat_date between %(first)s and %(last)s and (%(op)s::uuid is null or s.operator_id = %(op)s::uuid)
+     group by s.operator_id, o.name"""
+TIMES_SQL = """
+    with t as (
+        select operator_id, metric, clock, n, avg_seconds, histogram
+          from chatdesk.operator_daily_times
+         where stat_date between %(first)s and %(last)s and (%(op)s::uuid is null or operator_id = %(op)s::uuid)
+    ), buckets as (
+        select operator_id, metric, clock, array_agg(c order by i) as histogram
+          from (select operator_id, metric, clock, i, sum(c)::int as c
+                  from t, unnest(histogram) with ordinality u(c, i) group by 1, 2, 3, 4) x
+         group by 1, 2, 3
+    )
+    select operator_id, metric, clock, sum(n)::bigint, round(sum(avg_seconds * n) / nullif(sum(n), 0), 3), b.histogram
+      from t join buckets b using (operator_id, metric, clock)
+     group by operator_id, metric, clock, b.histogram"""
+
+
+DAILY_COLUMNS = ["date", "operator_id", "operator", *COUNTS] + [
+    f"{m}_{c}_{p}" for m in METRICS for c in CLOCKS for p in ("n", "avg", "p50", "p90")]
+
+
+def daily_rows(conn: psycopg.Connection, args: dict):
+    """Each day's row per operator, streamed from a server-side cursor (a month of
+    a thousand operators is 31,000 rows: never all in memory at once)."""
+    with conn.transaction(), conn.cursor(name="chatdesk_report_daily") as cursor:
+        cursor.itersize = 2000
+        cursor.execute(DAILY_SQL, args)
+        for row in cursor:
+            values = dict(zip(DAILY_COLUMNS, row))
+            values.update(date=row[0].isoformat(), operator_id=str(row[1]))
+            yield {k: (0 if k.endswith("_n") and v is None else _num(v) if k.endswith(("_avg", "_p50", "_p90")) else v)
+                   for k, v in values.items()}
+
+
+def build(conn: psycopg.Connection, span: Range, *, daily: bool = True) -> dict:
+    """The report's data: plain JSON-ready values. Without `daily`, only the
+    range's totals (what the table and the HTML show)."""
     zone, buckets = conn.execute("select chatdesk.stats_time_zone(), chatdesk.time_buckets()").fetchone()
     if span.operator_id and not conn.execute("select 1 from chatdesk.operators where id = %s",
                                              (span.operator_id,)).fetchone():
         raise BadRequest(f"operator {span.operator_id} does not exist")
-    window = (span.first, span.last, span.operator_id)
-    names = dict(conn.execute("select id, name from chatdesk.operators").fetchall())
+    args = {"first": span.first, "last": span.last, "op": span.operator_id}
+    rows = list(daily_rows(conn, args)) if daily else []
 
-    daily: dict[tuple, dict] = {}
-    for row in conn.execute(
-            f"""select stat_date, operator_id, {', '.join(COUNTS)}
-                  from chatdesk.operator_daily_stats
-                 where stat_date between %s and %s and (%s::uuid is null or operator_id = %s::uuid)
-                 order by stat_date, operator_id""", (*window, span.operator_id)):
-        day, op, *counts = row
-        daily[(day, op)] = {"date": day.isoformat(), "operator_id": str(op), "operator": names.get(op),
-                            **dict(zip(COUNTS, counts))}
-
-    times: dict[tuple, dict] = {}
-    for day, op, metric, clock, n, avg, p50, p90, histogram in conn.execute(
-            """select stat_date, operator_id, metric, clock, n, avg_seconds, p50_seconds, p90_seconds, histogram
-                 from chatdesk.operator_daily_times
-                where stat_date between %s and %s and (%s::uuid is null or operator_id = %s::uuid)""",
-            (*window, span.operator_id)):
-        times[(day, op, metric, clock)] = {"n": n, "avg": _num(avg), "p50": _num(p50), "p90": _num(p90),
-                                           "histogram": list(histogram)}
-
-    # Per day and operator: counts, then each metric's n/avg/p50/p90 (flat, for CSV).
-    for (day, op), row in daily.items():
-        for metric in METRICS:
-            for clock in CLOCKS:
-                t = times.get((day, op, metric, clock), {})
-                for part in ("n", "avg", "p50", "p90"):
-                    row[f"{metric}_{clock}_{part}"] = t.get(part, 0 if part == "n" else None)
-
-    # Over the whole range, per operator: sums, and exact means and histograms
-    # (percentiles of a range are not sums of daily percentiles; they are per day).
-    operators: dict = {}
-    for (day, op), row in daily.items():
-        total = operators.setdefault(op, {"operator_id": str(op), "operator": names.get(op),
-                                          **{c: 0 for c in COUNTS}, "times": {}})
-        for c in COUNTS:
-            total[c] += row[c]
-    for (day, op, metric, clock), t in times.items():
-        total = operators.get(op)
-        if total is None:
-            continue
-        agg = total["times"].setdefault(metric, {}).setdefault(
-            clock, {"n": 0, "sum": 0.0, "histogram": [0] * (len(buckets) + 1)})
-        agg["n"] += t["n"]
-        agg["sum"] += (t["avg"] or 0.0) * t["n"]
-        agg["histogram"] = [a + b for a, b in zip(agg["histogram"], t["histogram"])]
-    for total in operators.values():
-        for metric in METRICS:
-            for clock in CLOCKS:
-                agg = total["times"].setdefault(metric, {}).setdefault(
-                    clock, {"n": 0, "sum": 0.0, "histogram": [0] * (len(buckets) + 1)})
-                agg["avg"] = round(agg.pop("sum") / agg["n"], 3) if agg["n"] else None
+    empty = {"n": 0, "avg": None, "histogram": [0] * (len(buckets) + 1)}
+    operators = {op: {"operator_id": str(op), "operator": name, **dict(zip(COUNTS, (int(v) for v in counts))),
+                      "times": {m: {c: dict(empty) for c in CLOCKS} for m in METRICS}}
+                 for op, name, *counts in conn.execute(TOTALS_SQL, args)}
+    for op, metric, clock, n, avg, histogram in conn.execute(TIMES_SQL, args):
+        if op in operators:
+            operators[op]["times"][metric][clock] = {"n": int(n), "avg": _num(avg), "histogram": list(histogram)}
 
     load = [{"weekday": w, "hour": h, "messages": m, "queue_entries": q} for w, h, m, q in conn.execute(
         """select extract(isodow from hour at time zone %(zone)s)::int, extract(hour from hour at time zone %(zone)s)::int,
@@ -139,7 +150,7 @@ def build(conn: psycopg.Connection, span: Range) -> dict:
         "buckets": [float(b) for b in buckets],
         "days_not_rolled_up": [d.isoformat() for d in all_days if d not in rolled],
         "operators": sorted(operators.values(), key=lambda o: (o["operator"] or "", o["operator_id"])),
-        "daily": list(daily.values()),
+        "daily": rows,
         "load": load,
         "queue_depth": queue,
     }
@@ -201,6 +212,27 @@ def to_table(report: dict) -> str:
     if not rows:
         lines.append("(no stats in this range)")
     return "\n".join(lines)
+
+
+def write(conn: psycopg.Connection, span: Range, fmt: str, out) -> None:
+    """The report in `fmt` to the text stream `out`. CSV and JSON stream the
+    daily rows as they come; the table and the HTML need only the totals."""
+    report = build(conn, span, daily=False)
+    args = {"first": span.first, "last": span.last, "op": span.operator_id}
+    if fmt == "csv":
+        writer = csv.DictWriter(out, fieldnames=DAILY_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(daily_rows(conn, args))
+    elif fmt == "json":
+        report.pop("daily")
+        head = json.dumps({**report, "daily": []}, indent=2)  # "daily" last: its rows follow
+        out.write(head[:head.rindex("[]")] + "[")
+        for i, row in enumerate(daily_rows(conn, args)):
+            out.write(("," if i else "") + "\n    " + json.dumps(row))
+        out.write("\n  ]\n}\n")
+    else:
+        text = render(report, fmt)
+        out.write(text if text.endswith("\n") else text + "\n")
 
 
 def render(report: dict, fmt: str) -> str:
