@@ -48,10 +48,12 @@ class Scale:
     history_factor: int = 10
     seconds: float = 15.0  # per pgbench run
     clients: tuple[int, ...] = (1, 8)
+    growth_base: int = 10_000  # queue and open chats, then ten times as many
+    growth_changes: int = 1_000_000  # kept feed rows, then ten times as many
 
 
 SMOKE = Scale(chats=500, queue=5_000, operators=50, messages=60_000, days=30, history_factor=2,
-              seconds=1.0, clients=(1, 2))
+              seconds=1.0, clients=(1, 2), growth_base=1_000, growth_changes=20_000)
 
 
 @dataclass
@@ -274,6 +276,7 @@ def setup_claims(conn: psycopg.Connection, scale: Scale) -> None:
                                 now() - interval '1 day' + g * interval '1 millisecond', now()
                            from generate_series(1, %s) g""", (user, scale.queue))
     conn.execute("set session_replication_role = origin")
+    conn.execute("select chatdesk.sync_queue()")  # the queue table, as the triggers would have kept it
     conn.execute("vacuum analyze")
 
 
@@ -286,6 +289,92 @@ BARE_GROUP_BY = """
      where handled_by_operator_id is not null and created_at >= %s and created_at < %s
      group by 1
 """
+
+
+# -- 5. how cost grows: ten times the queue, the open chats, the kept changes --------
+
+def raw_chats(conn: psycopg.Connection, user, n: int, state: str) -> None:
+    """n chats loaded raw (triggers off) in `state`, queued a day ago in order."""
+    conn.execute("set session_replication_role = replica")
+    conn.execute("""insert into chatdesk.chats (id, real_user_id, chat_state, state_reason, queued_at, created_at)
+                    select gen_random_uuid(), %s, %s, case when %s = 'waiting_assignment' then 'user_message' else 'start' end,
+                           now() - interval '1 day' + g * interval '1 millisecond', now()
+                      from generate_series(1, %s) g""", (user, state, state, n))
+    conn.execute("set session_replication_role = origin")
+
+
+def claim_latency_ms(conn: psycopg.Connection, operator, claims: int) -> float:
+    """Median milliseconds of one claim_next_chat, one client."""
+    times = []
+    for _ in range(claims):
+        started = time.perf_counter()
+        conn.execute("select chatdesk.claim_next_chat(%s)", (operator,))
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def feed_read_ms(conn: psycopg.Connection) -> float:
+    """Median milliseconds of a 1,000-row changes_since near the newest change."""
+    cursor = conn.execute("""select tx || ':' || id from chatdesk.changes
+                              order by tx desc, id desc offset 5000 limit 1""").fetchone()[0]
+    return timed(conn, "select count(*) from chatdesk.changes_since(%s, 1000)", (cursor,), repeat=21) * 1000
+
+
+def load_changes(conn: psycopg.Connection, first: int, n: int) -> None:
+    """n feed rows loaded raw, 100 per (old, committed) transaction position."""
+    conn.execute("""insert into chatdesk.changes (tx, chat_id, chat_seq, kind, message_id, chat_state,
+                                                  real_user_id, created_at)
+                    select (3 + g / 100)::text::xid8, gen_random_uuid(), 1, 'message', g, 'assigned',
+                           gen_random_uuid(), now()
+                      from generate_series(%s::bigint, %s::bigint) g""", (first, first + n - 1))
+    conn.execute("vacuum analyze chatdesk.changes")
+
+
+def growth(conn: psycopg.Connection, conninfo: str, scale: Scale, workdir: Path, options: str,
+           say=lambda text: None) -> list[tuple[str, str, float, float]]:
+    """(what, unit, at 1x, at 10x) for the claim, ingest and the feed's read."""
+    small, large = scale.growth_base, scale.growth_base * 10
+    results = []
+    user = conn.execute("select chatdesk.create_real_user('growth')").fetchone()[0]
+    claimer = conn.execute("select chatdesk.create_operator('growth claimer', 1000)").fetchone()[0]
+
+    say(f"growth: claim latency, {small:,} then {large:,} chats queued ...")
+    conn.execute("set session_replication_role = replica")
+    conn.execute("update chatdesk.chats set chat_state = 'closed' where chat_state = 'waiting_assignment'")
+    conn.execute("set session_replication_role = origin")
+    conn.execute("select chatdesk.sync_queue()")
+    per_size = []
+    for size in (small, large):
+        have = conn.execute("select count(*) from chatdesk.queue").fetchone()[0]
+        raw_chats(conn, user, size - have, "waiting_assignment")
+        conn.execute("select chatdesk.sync_queue()")
+        conn.execute("vacuum analyze chatdesk.queue")
+        conn.execute("vacuum analyze chatdesk.chats")
+        per_size.append(claim_latency_ms(conn, claimer, 300))
+    results.append(("claim latency", "ms", *per_size))
+
+    say(f"growth: ingest with {small:,} then {large:,} open chats ...")
+    conn.execute("create table bench.open_chats (n int primary key, chat_id uuid not null)")
+    raw_chats(conn, user, large, "waiting_real_user_reply")
+    conn.execute("""insert into bench.open_chats
+                    select row_number() over (order by created_at, id), id from chatdesk.chats
+                     where chat_state = 'waiting_real_user_reply' and real_user_id = %s""", (user,))
+    # one message each first: every timed message then writes to a chat already queued
+    conn.execute("select chatdesk.send_user_message(chat_id, 'first') from bench.open_chats")
+    conn.execute("vacuum analyze")
+    script = """\\set n random(1, {chats})
+select chatdesk.send_user_message(chat_id, 'still there?') from bench.open_chats where n = :n;
+"""
+    tps = [run_pgbench(conninfo, script.format(chats=size), max(scale.clients), scale.seconds, workdir, options)[0]
+           for size in (small, large)]
+    results.append(("message ingest", "tps", *tps))
+
+    say(f"growth: the feed's read with {scale.growth_changes:,} then {scale.growth_changes * 10:,} kept changes ...")
+    load_changes(conn, 1, scale.growth_changes)
+    first = feed_read_ms(conn)
+    load_changes(conn, scale.growth_changes + 1, scale.growth_changes * 9)
+    results.append(("changes_since, 1,000 rows", "ms", first, feed_read_ms(conn)))
+    return results
 
 
 def load_history(conn: psycopg.Connection, scale: Scale, first_day: date, days: int, operators: list) -> None:
@@ -526,6 +615,19 @@ def run(conninfo: str, scale: Scale, say=lambda text: None, synchronous_commit: 
             report.rows.append(Row("rollup one day", f"with {scale.history_factor}x the history", 1,
                                    avg_ms=ours_10x * 1000, ratio=ours_10x / ours_s, note="growth, target <= 1.3"))
             report.checks["the day's stats unchanged by older history"] = before == after and len(before) > 0
+
+            for what, unit, one, ten in growth(conn, conninfo, scale, workdir, options, say):
+                # throughput falls as cost grows: compare cost either way
+                factor = one / ten if unit == "tps" else ten / one
+                sizes = (f"{scale.growth_changes:,} -> {scale.growth_changes * 10:,} kept changes"
+                         if what.startswith("changes_since") else
+                         f"{scale.growth_base:,} -> {scale.growth_base * 10:,} "
+                         + ("queued chats" if what.startswith("claim") else "open chats"))
+                report.rows.append(Row("growth (10x)", f"{what}: {sizes}", max(scale.clients) if unit == "tps" else 1,
+                                       ratio=factor,
+                                       note=f"{one:.2f} -> {ten:.2f} {unit}; cost ratio, target <= 1.2"))
+                report.checks[f"{what} flat within 1.2x at 10x"] = factor <= 1.2
+                say(f"  {what}: {one:.2f} -> {ten:.2f} {unit}")
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
     return report
