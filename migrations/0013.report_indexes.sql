@@ -7,7 +7,8 @@
 -- squawk-ignore ban-concurrent-index-creation-in-transaction, require-timeout-settings
 drop index concurrently if exists chatdesk.messages_created_brin;
 -- squawk-ignore ban-concurrent-index-creation-in-transaction, require-timeout-settings
-create index concurrently if not exists messages_created_brin on chatdesk.messages using brin (created_at);
+create index concurrently if not exists messages_created_brin on chatdesk.messages using brin (created_at)
+    with (autosummarize = on);  -- each filled range is summarized soon, not at the next vacuum
 -- squawk-ignore ban-concurrent-index-creation-in-transaction, require-timeout-settings
 drop index concurrently if exists chatdesk.chat_events_day_idx;
 -- squawk-ignore ban-concurrent-index-creation-in-transaction, require-timeout-settings

@@ -43,6 +43,14 @@ begin
     select 'operator', o.id, 'assigned_chats', o.assigned_chats::text, a.assigned_chats::text
       from chatdesk.operators o join chatdesk.operator_counters_actual a on a.operator_id = o.id
      where o.assigned_chats <> a.assigned_chats
+    union all
+    -- the queue table against the chats waiting for assignment (claim_next_chat pops it)
+    select 'chat', coalesce(c.id, q.chat_id), 'queued',
+           case when q.chat_id is null then 'no' else 'yes' end,
+           case when c.id is null then 'no' else 'yes' end
+      from (select id from chatdesk.chats where chat_state = 'waiting_assignment') c
+      full join chatdesk.queue q on q.chat_id = c.id
+     where c.id is null or q.chat_id is null
      order by 1, 2, 3;
 
     if p_repair then
@@ -53,9 +61,10 @@ begin
         perform chatdesk.recount_operators(array(
             select o.id from chatdesk.operators o join chatdesk.operator_counters_actual a on a.operator_id = o.id
              where (o.total_messages, o.assigned_chats) is distinct from (a.total_messages, a.assigned_chats)));
+        perform chatdesk.sync_queue();
     end if;
 end;
 $$;
 
 comment on function chatdesk.verify_counters(boolean) is
-    'Recounts message_count, last_message_at, total_messages, assigned_chats (and write-time bookkeeping); returns drifted rows; p_repair fixes them.';
+    'Recounts message_count, last_message_at, total_messages, assigned_chats (and write-time bookkeeping, and the queue table); returns drifted rows; p_repair fixes them.';

@@ -212,3 +212,43 @@ def test_release_idle_and_status_commands(db_url):
 def test_release_idle_rejects_a_bad_duration():
     result = run_cli("release-idle", "--idle-after", "soon")
     assert result.returncode == 2 and "Error: Invalid value for '--idle-after'" in result.stderr
+
+
+def test_a_claim_passes_over_a_chat_being_written_to_at_once(db_url):
+    """Claimers never wait: with the oldest queued chat's row held by a writer, a claim returns the next one."""
+    with connect(db_url) as conn:
+        op = conn.execute("select create_operator('Ann', 5)").fetchone()[0]
+        user = conn.execute("select create_real_user('u')").fetchone()[0]
+        chats = [conn.execute("select start_chat(%s)", (user,)).fetchone()[0] for _ in range(2)]
+        for chat in chats:
+            conn.execute("select send_user_message(%s, 'first')", (chat,))
+    with connect(db_url) as writer, connect(db_url) as claimer:
+        with writer.transaction():
+            writer.execute("select send_user_message(%s, 'typing more')", (chats[0],))  # holds the oldest chat's row
+            claimer.execute("set statement_timeout = '3s'")
+            started = time.monotonic()
+            assert claimer.execute("select claim_next_chat(%s)", (op,)).fetchone()[0] == chats[1]
+            assert time.monotonic() - started < 1.0
+        # the writer is done: the oldest chat is next, still first in line
+        assert claimer.execute("select claim_next_chat(%s)", (op,)).fetchone()[0] == chats[0]
+
+
+def test_an_idle_sweep_passes_over_a_chat_being_written_to_at_once(db_url):
+    """A chat being written to is not idle: the sweep returns at once and releases the others."""
+    with connect(db_url) as conn:
+        op = conn.execute("select create_operator('Ann', 5)").fetchone()[0]
+        user = conn.execute("select create_real_user('u')").fetchone()[0]
+        chats = [conn.execute("select start_chat(%s)", (user,)).fetchone()[0] for _ in range(3)]
+        for chat in chats:
+            conn.execute("select send_user_message(%s, 'hello')", (chat,))
+            conn.execute("select claim_next_chat(%s)", (op,))
+        conn.execute("update operators set last_active_at = now() - interval '1 hour'")
+    with connect(db_url) as writer, connect(db_url) as sweeper:
+        with writer.transaction():
+            writer.execute("select send_user_message(%s, 'still here')", (chats[0],))
+            sweeper.execute("set statement_timeout = '3s'")
+            started = time.monotonic()
+            assert sweeper.execute("select release_idle_chats('5 minutes')").fetchone()[0] == 2
+            assert time.monotonic() - started < 1.0
+        states = dict(sweeper.execute("select id, chat_state from chats where id = any(%s)", (chats,)).fetchall())
+    assert states == {chats[0]: "assigned", chats[1]: "waiting_assignment", chats[2]: "waiting_assignment"}

@@ -2,7 +2,7 @@
 -- verify_counters() finds drift and repairs it.
 begin;
 select chatdesk_test.setup();
-select plan(17);
+select plan(19);
 
 insert into fixtures values ('ann', create_operator('Ann', 5)), ('bob', create_operator('Bob', 5)),
                        ('user', create_real_user('Uma'));
@@ -60,6 +60,18 @@ select results_eq($$ select object, object_id, counter, stored, actual from veri
     'verify reports each drifted counter with stored and recounted values');
 select is((select count(*) from verify_counters(true)), 2::bigint, 'repair reports what it fixed');
 select is_empty($$ select * from verify_counters() $$, 'and afterwards nothing drifts');
+
+-- the queue table is derived state too: a lost or a stale entry is drift
+insert into fixtures select 'q1', start_chat(id) from fixtures where name = 'user';
+insert into fixtures select 'q2', start_chat(id) from fixtures where name = 'user';
+select send_user_message(chatdesk_test.id('q1'), 'queue me');
+delete from queue where chat_id = chatdesk_test.id('q1');
+insert into queue values (chatdesk_test.id('q2'), now());
+select results_eq($$ select object_id, counter, stored, actual from verify_counters() order by stored $$,
+    $$ values (chatdesk_test.id('q1'), 'queued', 'no', 'yes'), (chatdesk_test.id('q2'), 'queued', 'yes', 'no') $$,
+    'a waiting chat missing from the queue, and a queue entry for a chat that does not wait');
+select is((select count(*) from verify_counters(true)) + (select count(*) from verify_counters()), 2::bigint,
+    'repair puts the queue right (sync_queue)');
 
 -- truncate
 truncate messages;

@@ -5,7 +5,7 @@
 -- and queue samples.
 begin;
 select chatdesk_test.setup();
-select plan(32);
+select plan(33);
 
 update settings set value = 'Europe/Berlin' where key = 'stats_time_zone';
 
@@ -39,6 +39,10 @@ insert into business_hours (weekday, opens, closes) values (2, '17:00', '20:00')
 select is(business_seconds('2026-11-24 16:00+01', '2026-11-24 21:00+01'), 14400::numeric,
     'overlapping windows (09:00-18:00 and 17:00-20:00) count once');
 delete from business_hours where weekday = 2 and opens = '17:00';
+insert into business_hours (weekday, opens, closes) values (7, '10:00', '10:00');
+select is(business_seconds('2026-11-29 10:00+01', '2026-11-30 08:00+01'), 79200::numeric,
+    'a window that closes when it opens lasts 24 hours: all of Sunday 10:00 to Monday 08:00 counts');
+delete from business_hours where weekday = 7;
 select is(business_seconds('2026-11-25 10:00+01', '2026-11-25 10:00+01'), 0::numeric, 'no time, no business time');
 
 -- ---- conversations ----
