@@ -24,7 +24,9 @@ class Mutant:
 MUTANTS = [
     # ---- the state machine ----
     Mutant("guard-same-state", "100_chats.sql", "    if new.chat_state = old.chat_state then",
-           "    if false then", "a change of assignee without a change of state is refused (CD002)"),
+           "    if false then", "a change of assignee without a change of state is refused (CD002)",
+           equivalent="the transition check right after it refuses the same updates with the same CD002: "
+                      "no (event, state -> same state) row exists in state_transitions"),
     Mutant("guard-trigger-depth", "100_chats.sql",
            "or (v_event in ('user_message', 'operator_reply') and pg_trigger_depth() < 2) then",
            "or false then", "user_message / operator_reply happen only through a message"),

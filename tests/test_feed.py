@@ -163,6 +163,10 @@ def test_retention_prunes_and_an_old_cursor_gets_cd006(db_url):
         position = conn.execute("select feed_position()").fetchone()[0]
         assert [r[1] for r in read(conn)] == ["message"]  # null: from the oldest kept (the chat was queued already)
         assert read(conn, position) == []
+        # half a minute later, inside the 1-minute retention: the newer change is kept
+        conn.execute("select set_config('chatdesk.clock', (now() + interval '150 seconds')::text, false)")
+        assert conn.execute("select prune_changes()").fetchone()[0] == 0
+        assert [r[1] for r in read(conn)] == ["message"]
 
 
 def watch(url, *args):

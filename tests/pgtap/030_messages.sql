@@ -2,7 +2,7 @@
 -- idempotent retries, the reply race, and direct INSERTs under the same rules.
 begin;
 select chatdesk_test.setup();
-select plan(36);
+select plan(39);
 
 insert into fixtures values ('ann', create_operator('Ann', 5)), ('bob', create_operator('Bob', 5)),
                        ('user', create_real_user('Uma'));
@@ -66,6 +66,17 @@ select is((select count(*) from messages where chat_id = chatdesk_test.id('c1') 
     'and writes nothing');
 select is((select message_count from chats where id = chatdesk_test.id('c1')), 5, 'retries did not count');
 select lives_ok($$ select send_user_message(chatdesk_test.id('c2'), 'hello', 'u-1') $$, 'the same client id in another chat is another message');
+-- a message is history: its time may not be rewritten
+select chatdesk_test.refuses($$ update messages set created_at = created_at - interval '1 hour'
+                                where id = (select min(id) from messages where chat_id = chatdesk_test.id('c1')) $$,
+    '23514', array[chatdesk_test.id('c1')], 'a message''s created_at cannot change');
+-- a system message is a sender of its own: its client id is not the user's
+insert into messages (chat_id, sender_type, body, client_message_id) values (chatdesk_test.id('c2'), 'system', 'note', 's-1');
+select isnt(send_user_message(chatdesk_test.id('c2'), 'my own', 's-1'),
+            (select id from messages where chat_id = chatdesk_test.id('c2') and sender_type = 'system'),
+            'a user message with a system message''s client id is a new message');
+select is((select count(*) from messages where chat_id = chatdesk_test.id('c2') and client_message_id = 's-1'), 2::bigint,
+    'both are kept, one per sender');
 
 -- operator message to a closed chat
 select send_user_message(chatdesk_test.id('c2'), 'help');

@@ -2,7 +2,7 @@
 -- release keeps the place, idle release with a controlled clock.
 begin;
 select chatdesk_test.setup();
-select plan(26);
+select plan(27);
 
 insert into fixtures values ('ann', create_operator('Ann', 2)), ('bob', create_operator('Bob', 1)),
                        ('cy', create_operator('Cy', 3)), ('user', create_real_user('Uma'));
@@ -58,6 +58,8 @@ select is((select queued_at from chats where id = chatdesk_test.id('c1')), '2026
 select results_eq($$ select from_state, to_state, operator_id from chat_events where chat_id = chatdesk_test.id('c1') and reason = 'idle' $$,
     $$ values ('assigned', 'waiting_assignment', chatdesk_test.id('ann')) $$, 'the idle release is logged with reason idle');
 select is(release_idle_chats('5 minutes'), 0, 'a second sweep finds nothing');
+select chatdesk_test.at('2026-02-01 09:18:30+00');
+select is(release_idle_chats('5 minutes'), 0, 'bob, silent for 4 min 30 s, keeps his chat');
 select chatdesk_test.at('2026-02-01 09:20:00+00');
 select is(release_idle_chats(), 1, 'bob idle since 09:14 goes at 09:20 with the default 5 minutes');
 select is((select count(*) from chats where chat_state = 'assigned'), 0::bigint, 'nothing is assigned any more');

@@ -4,7 +4,7 @@
 -- another identity and as no identity.
 begin;
 select chatdesk_test.setup();
-select plan(73);
+select plan(74);
 
 insert into fixtures values ('ann_login', gen_random_uuid()), ('bob_login', gen_random_uuid()),
                             ('uma_login', gen_random_uuid()), ('ulf_login', gen_random_uuid()),
@@ -58,6 +58,8 @@ select lives_ok($$ select chatdesk_test.as_caller('backend:ann', $q$ select mess
     'ann answers her chat');
 select chatdesk_test.refuses($$ select chatdesk_test.as_caller('backend:ann', $q$ select message_id from send_operator_message(chatdesk_test.id('bob_chat'), chatdesk_test.id('bob'), 'hi') $q$) $$,
     '42501', array[chatdesk_test.id('ann'), chatdesk_test.id('bob')], 'the transaction cannot write as bob');
+select chatdesk_test.refuses($$ select chatdesk_test.as_caller('backend:ann', $q$ select send_user_message(chatdesk_test.id('ann_chat'), 'as the visitor') $q$) $$,
+    '42501', array[chatdesk_test.id('ann'), chatdesk_test.id('ann_chat')], 'nor as the visitor, even in her own chat');
 select chatdesk_test.refuses($$ select chatdesk_test.as_caller('backend:ann', $q$ select claim_next_chat(chatdesk_test.id('bob')) $q$) $$,
     '42501', array[chatdesk_test.id('ann'), chatdesk_test.id('bob')], 'nor claim for bob');
 select chatdesk_test.refuses($$ select chatdesk_test.as_caller('backend:ann', $q$ select close_chat(chatdesk_test.id('bob_chat')) $q$) $$,
