@@ -69,6 +69,12 @@ def _legend(series: list[str]) -> str:
         for s in series) + "</div>"
 
 
+def _figure(name: str, caption: str, width: float, height: float, body: str, legend: str = "") -> str:
+    """A chart: <figure data-chart=name> with its caption, an optional legend and an SVG of width x height."""
+    return (f'<figure data-chart="{name}"><figcaption>{escape(caption)}</figcaption>{legend}'
+            f'<svg viewBox="0 0 {width} {height}" width="100%" role="img">{body}</svg></figure>')
+
+
 def histogram_chart(name: str, caption: str, bounds: list[float], series: dict[str, list[int]]) -> str:
     """Grouped vertical bars: how many times fell in each bucket, per series."""
     labels = bucket_labels(bounds)
@@ -89,8 +95,7 @@ def histogram_chart(name: str, caption: str, bounds: list[float], series: dict[s
                      f'style="font-size:10px">{escape(label)}</text>')
     axis = (f'<line x1="{left}" y1="{height - bottom}" x2="{width}" y2="{height - bottom}" stroke="#999"/>'
             f'<text x="{left - 4}" y="14" text-anchor="end">{top}</text><text x="{left - 4}" y="{height - bottom}" text-anchor="end">0</text>')
-    return (f'<figure data-chart="{name}"><figcaption>{escape(caption)}</figcaption>{_legend(list(series))}'
-            f'<svg viewBox="0 0 {width} {height}" width="100%" role="img">{axis}{"".join(marks)}</svg></figure>')
+    return _figure(name, caption, width, height, axis + "".join(marks), _legend(list(series)))
 
 
 def bar_chart(name: str, caption: str, items: list[tuple[str, dict[str, float]]]) -> str:
@@ -109,8 +114,7 @@ def bar_chart(name: str, caption: str, items: list[tuple[str, dict[str, float]]]
             marks.append(f'<rect class="mark" data-value="{value:g}" x="{left}" y="{y}" width="{w:.1f}" height="12" '
                          f'fill="{COLOURS[key]}"><title>{escape(label)}: {value:g} {key}</title></rect>'
                          f'<text x="{left + w + 4:.1f}" y="{y + 10}">{value:g}</text>')
-    return (f'<figure data-chart="{name}"><figcaption>{escape(caption)}</figcaption>{_legend(series)}'
-            f'<svg viewBox="0 0 {width} {height}" width="100%" role="img">{"".join(marks)}</svg></figure>')
+    return _figure(name, caption, width, height, "".join(marks), _legend(series))
 
 
 def heatmap(name: str, caption: str, load: list[dict]) -> str:
@@ -127,8 +131,7 @@ def heatmap(name: str, caption: str, load: list[dict]) -> str:
             marks.append(f'<rect class="mark" data-value="{c["messages"]}" x="{left + h * size}" y="{topm + (w - 1) * size}" '
                          f'width="{size - 1}" height="{size - 1}" fill="rgba(47,109,181,{0.06 + 0.94 * shade:.3f})">'
                          f'<title>{WEEKDAYS[w - 1]} {h:02d}:00: {c["messages"]} messages, {c["queue_entries"]} new in queue</title></rect>')
-    return (f'<figure data-chart="{name}"><figcaption>{escape(caption)}</figcaption>'
-            f'<svg viewBox="0 0 {left + 24 * size + 4} {topm + 7 * size + 4}" width="100%" role="img">{"".join(marks)}</svg></figure>')
+    return _figure(name, caption, left + 24 * size + 4, topm + 7 * size + 4, "".join(marks))
 
 
 def line_chart(name: str, caption: str, points: list[dict]) -> str:
@@ -148,8 +151,7 @@ def line_chart(name: str, caption: str, points: list[dict]) -> str:
                 f'<text x="{left - 4}" y="{height - bottom}" text-anchor="end">0</text>'
                 f'<text x="{left}" y="{height - 6}">{escape(points[0]["at"][:16].replace("T", " "))}</text>'
                 f'<text x="{width}" y="{height - 6}" text-anchor="end">{escape(points[-1]["at"][:16].replace("T", " "))}</text>')
-    return (f'<figure data-chart="{name}"><figcaption>{escape(caption)}</figcaption>'
-            f'<svg viewBox="0 0 {width} {height}" width="100%" role="img">{body}</svg></figure>')
+    return _figure(name, caption, width, height, body)
 
 
 def _summed(report: dict, metric: str) -> dict[str, list[int]]:
