@@ -72,6 +72,7 @@ $(VENV)/.installed-embedded: pyproject.toml | $(VENV)/bin/python
 # MUTANTS="capacity reply-race" runs only those.
 mutate: system-deps $(VENV)/.installed-test
 	$(BIN)/python tests/mutate.py $(MUTANTS)
+	$(BIN)/python tests/mutate.py --python
 
 # Regenerate tests/schema.pgdump and tests/schema.catalog after a deliberate
 # schema change (review the diff).

@@ -14,12 +14,18 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
-import psycopg
-import pytest
-from chatdesk import migrate
+# Mutation testing of the Python (tests/mutate.py --python) runs a mutated
+# copy of the package from src/: import that one, not the installed tree.
+if (Path(__file__).resolve().parent.parent / "src" / "chatdesk").is_dir():
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+import psycopg  # noqa: E402
+import pytest  # noqa: E402
+from chatdesk import migrate  # noqa: E402
 from port_for import get_port
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pytest_postgresql.executors import PostgreSQLExecutor

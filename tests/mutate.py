@@ -4,6 +4,7 @@ sql/ in turn, the behaviour tests run until the first failure, and the file is p
     python tests/mutate.py              # every mutant
     python tests/mutate.py capacity     # one (or several) by id
     python tests/mutate.py --list
+    python tests/mutate.py --python     # mutmut on the runner's logic (durations, day selection, slots)
 
 The schema snapshot (it fails on any edit) and the static checks (plpgsql_check,
 squawk: they read text, they do not run rules) are left out: a kill must come
@@ -16,8 +17,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -56,7 +59,54 @@ def run_one(mutant) -> tuple[str, str, float]:
     return "killed", first.group(1) if first else f"pytest exit {result.returncode}", took
 
 
+PY_MODULES = ["durations.py", "rollup.py", "schedule.py"]  # the runner's logic (docs/testing.md)
+PY_TESTS = "tests/test_units.py"
+# the package's modules those import, copied beside the mutated ones
+PY_ALSO = ["__init__.py", "errors.py", "db.py", "idle.py", "resources.py", "migrate.py", "scratch.py"]
+
+
+def run_python() -> tuple[dict, list[str]]:
+    """mutmut (a maintained tool) on the runner's logic, in a scratch copy of the tree whose src/ is
+    runner/ (the layout mutmut understands; tests/conftest.py imports src/ first when it exists).
+    Returns the counts by outcome and the survivors."""
+    with tempfile.TemporaryDirectory(prefix="chatdesk-mutmut-") as tmp:
+        files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.split()
+        for name in files:
+            source, target = ROOT / name, Path(tmp) / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if source.is_symlink():
+                target.symlink_to(os.readlink(source))
+            elif source.is_file():
+                shutil.copy2(source, target)
+        (Path(tmp) / "src").symlink_to("runner")
+        with open(Path(tmp) / "pyproject.toml", "a") as config:
+            config.write("\n[tool.mutmut]\n"
+                         f"paths_to_mutate = {[f'src/chatdesk/{m}' for m in PY_MODULES]!r}\n"
+                         f"tests_dir = [{PY_TESTS!r}]\n"
+                         f"pytest_add_cli_args = [{PY_TESTS!r}]\n"
+                         f"also_copy = {['tests/', 'sql/', 'migrations/', 'README.md'] + [f'src/chatdesk/{m}' for m in PY_ALSO]!r}\n")
+        run = subprocess.run([sys.executable, "-m", "mutmut", "run"], cwd=tmp, capture_output=True, text=True)
+        progress = [line for line in run.stdout.replace("\r", "\n").splitlines() if "🎉" in line]
+        if not progress:
+            raise SystemExit(f"mutmut did not run: {(run.stdout + run.stderr).strip()[-500:]}")
+        counts = dict(zip(["killed", "no tests", "timeout", "suspicious", "survived", "skipped"],
+                          map(int, re.findall(r"[🎉🫥⏰🤔🙁🔇] (\d+)", progress[-1]))))
+        listed = subprocess.run([sys.executable, "-m", "mutmut", "results"], cwd=tmp, capture_output=True, text=True)
+        survivors = [line.split(":")[0].strip() for line in listed.stdout.splitlines() if line.strip().endswith("survived")]
+    return counts, survivors
+
+
 def main(argv: list[str]) -> int:
+    if "--python" in argv:
+        counts, survivors = run_python()
+        covered = counts["killed"] + counts["survived"] + counts["timeout"]
+        print(f"Python: {counts['killed'] + counts['timeout']} of {covered} mutants that the unit tests reach were "
+              f"killed; {counts['no tests']} are in code those tests do not reach (the database's part, tested "
+              f"against a server). Survivors:")
+        for name in survivors:
+            print(f"  {name}")
+        return 0
     if "--list" in argv:
         for m in MUTANTS:
             print(f"{m.id:<28} sql/{m.file:<20} {m.breaks}")
