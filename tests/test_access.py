@@ -168,3 +168,25 @@ def test_realtime_postgres_changes_deliver_a_visitor_only_her_own_messages(peopl
                          if request(realtime, claims(p[subscriber]),
                                     "select exists (select 1 from chatdesk.messages where id = %s)", (message_id,))[0][0]}
             assert delivered == {m for m, chat in changes if chat in own_chats}, subscriber
+
+
+def test_a_callers_search_path_cannot_hijack_a_definer_function(db_url):
+    """A caller puts a schema of its own first, with a format() that would run with the owner's rights
+    inside claim_next_chat's refusal; the definer function's pinned search_path never looks there."""
+    with psycopg.connect(db_url, autocommit=True) as admin:
+        admin.execute("create schema evil")
+        admin.execute("create table evil.hijacked (at timestamptz default now())")
+        admin.execute("""create function evil.format(text, uuid, text) returns text language sql
+                         as $$ insert into evil.hijacked default values; select 'hijacked' $$""")
+        admin.execute("grant usage on schema evil to public")
+        admin.execute("grant insert on evil.hijacked to public")
+        op = admin.execute("select chatdesk.create_operator('Ann')").fetchone()[0]
+        admin.execute("select chatdesk.set_operator_active(%s, false)", (op,))
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("set role chatdesk_app")
+        conn.execute("set search_path = evil, pg_catalog, chatdesk")
+        with pytest.raises(psycopg.Error) as refused:
+            conn.execute("select chatdesk.claim_next_chat(%s)", (op,))
+    assert refused.value.sqlstate == "CD003" and "is not active" in str(refused.value)
+    with psycopg.connect(db_url, autocommit=True) as admin:
+        assert admin.execute("select count(*) from evil.hijacked").fetchone()[0] == 0
