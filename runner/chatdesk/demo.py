@@ -337,7 +337,7 @@ def simulate(conn: psycopg.Connection, cfg: DemoConfig, report_file: str | None 
     if report_file:
         from chatdesk import report as reports
         with open(report_file, "w", encoding="utf-8") as f:
-            f.write(reports.render(reports.build(conn, reports.Range(cfg.day, cfg.day), daily=False), "html"))
+            f.write(reports.render(reports.build(conn, reports.Range(cfg.day, cfg.day)), "html"))
     totals = conn.execute(
         """select (select count(*) from chatdesk.messages), (select count(*) from chatdesk.chats),
                   (select count(*) from chatdesk.chat_events where reason = 'idle')""").fetchone()

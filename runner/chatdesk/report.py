@@ -9,7 +9,6 @@ are listed in `days_not_rolled_up` rather than guessed at.
 from __future__ import annotations
 
 import csv
-import io
 import json
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -97,15 +96,14 @@ def daily_rows(conn: psycopg.Connection, args: dict):
                    for k, v in values.items()}
 
 
-def build(conn: psycopg.Connection, span: Range, *, daily: bool = True) -> dict:
-    """The report's data: plain JSON-ready values. Without `daily`, only the
-    range's totals (what the table and the HTML show)."""
+def build(conn: psycopg.Connection, span: Range) -> dict:
+    """The range's totals as plain JSON-ready values (what the table and the
+    HTML show; CSV and JSON add the daily rows, streamed by write())."""
     zone, buckets = conn.execute("select chatdesk.stats_time_zone(), chatdesk.time_buckets()").fetchone()
     if span.operator_id and not conn.execute("select 1 from chatdesk.operators where id = %s",
                                              (span.operator_id,)).fetchone():
         raise BadRequest(f"operator {span.operator_id} does not exist")
     args = {"first": span.first, "last": span.last, "op": span.operator_id}
-    rows = list(daily_rows(conn, args)) if daily else []
 
     empty = {"n": 0, "avg": None, "histogram": [0] * (len(buckets) + 1)}
     operators = {op: {"operator_id": str(op), "operator": name, **dict(zip(COUNTS, (int(v) for v in counts))),
@@ -150,7 +148,6 @@ def build(conn: psycopg.Connection, span: Range, *, daily: bool = True) -> dict:
         "buckets": [float(b) for b in buckets],
         "days_not_rolled_up": [d.isoformat() for d in all_days if d not in rolled],
         "operators": sorted(operators.values(), key=lambda o: (o["operator"] or "", o["operator_id"])),
-        "daily": rows,
         "load": load,
         "queue_depth": queue,
     }
@@ -170,22 +167,6 @@ def seconds_text(value) -> str:
     if s < 86400:
         return f"{s // 3600}h {s % 3600 // 60:02d}m"
     return f"{s // 86400}d {s % 86400 // 3600}h"
-
-
-def to_json(report: dict) -> str:
-    return json.dumps(report, indent=2)
-
-
-def to_csv(report: dict) -> str:
-    """One row per day and operator, every figure in its own column."""
-    out = io.StringIO()
-    columns = ["date", "operator_id", "operator", *COUNTS] + [
-        f"{m}_{c}_{p}" for m in METRICS for c in CLOCKS for p in ("n", "avg", "p50", "p90")]
-    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for row in report["daily"]:
-        writer.writerow(row)
-    return out.getvalue()
 
 
 def to_table(report: dict) -> str:
@@ -217,14 +198,13 @@ def to_table(report: dict) -> str:
 def write(conn: psycopg.Connection, span: Range, fmt: str, out) -> None:
     """The report in `fmt` to the text stream `out`. CSV and JSON stream the
     daily rows as they come; the table and the HTML need only the totals."""
-    report = build(conn, span, daily=False)
+    report = build(conn, span)
     args = {"first": span.first, "last": span.last, "op": span.operator_id}
     if fmt == "csv":
         writer = csv.DictWriter(out, fieldnames=DAILY_COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(daily_rows(conn, args))
     elif fmt == "json":
-        report.pop("daily")
         head = json.dumps({**report, "daily": []}, indent=2)  # "daily" last: its rows follow
         out.write(head[:head.rindex("[]")] + "[")
         for i, row in enumerate(daily_rows(conn, args)):
@@ -236,7 +216,8 @@ def write(conn: psycopg.Connection, span: Range, fmt: str, out) -> None:
 
 
 def render(report: dict, fmt: str) -> str:
+    """The totals as a table or one HTML file."""
     if fmt == "html":
         from chatdesk import report_html
         return report_html.render(report)
-    return {"json": to_json, "csv": to_csv, "table": to_table}[fmt](report)
+    return to_table(report)
