@@ -50,10 +50,14 @@ class Scale:
     clients: tuple[int, ...] = (1, 8)
     growth_base: int = 10_000  # queue and open chats, then ten times as many
     growth_changes: int = 1_000_000  # kept feed rows, then ten times as many
+    long_chat: int = 100_000  # CPU per message: a chat this long against a short one
+    many_operators: int = 10_000  # CPU per message: 10 operators, then this many
+    cost_calls: int = 5_000  # calls per CPU-per-message measurement
 
 
 SMOKE = Scale(chats=500, queue=5_000, operators=50, messages=60_000, days=30, history_factor=2,
-              seconds=1.0, clients=(1, 2), growth_base=1_000, growth_changes=20_000)
+              seconds=1.0, clients=(1, 2), growth_base=1_000, growth_changes=20_000,
+              long_chat=5_000, many_operators=200, cost_calls=300)
 
 
 @dataclass
@@ -185,10 +189,12 @@ def timed(conn: psycopg.Connection, sql: str, params=(), repeat: int = 5) -> flo
 
 # -- 1. ingest -------------------------------------------------------------------
 
-INGEST_SETUP = """
-    create schema bench;
-    create table bench.bare_messages (like chatdesk.messages including all);
-    create sequence bench.bare_messages_seq;
+BARE_SETUP = """
+    create schema if not exists bench;
+    create table if not exists bench.bare_messages (like chatdesk.messages including all);
+    create sequence if not exists bench.bare_messages_seq;
+"""
+INGEST_SETUP = BARE_SETUP + """
     create table bench.operators (n int primary key, operator_id uuid not null);
     create table bench.chats (n int primary key, chat_id uuid not null, operator_id uuid not null, seen bigint not null);
 """
@@ -207,6 +213,49 @@ select nextval('bench.bare_messages_seq'), chat_id, 'real_user', 'hello, is anyo
 BARE_OPERATOR = """\\set n random(1, {chats})
 insert into bench.bare_messages (id, chat_id, sender_type, handled_by_operator_id, body, seen_message_id, created_at)
 select nextval('bench.bare_messages_seq'), chat_id, 'operator', operator_id, 'happy to help', seen, now() from bench.chats where n = :n;
+"""
+
+
+# What users run today: the design chatdesk replaces (../seed), plain tables
+# with its two counter triggers and no other rule.
+LEGACY_SETUP = """
+    create table bench.legacy_operators (id uuid primary key, total_messages int not null default 0);
+    create table bench.legacy_chats (id uuid primary key, message_count int not null default 0,
+                                     last_message_at timestamptz);
+    create table bench.legacy_messages (
+        id uuid primary key default gen_random_uuid(),
+        chat_id uuid not null references bench.legacy_chats (id),
+        sender_type text not null check (sender_type in ('real_user', 'operator', 'system')),
+        handled_by_operator_id uuid references bench.legacy_operators (id),
+        body text not null,
+        created_at timestamptz not null default now());
+    create index on bench.legacy_messages (chat_id, created_at);
+    create function bench.increment_operator_messages() returns trigger language plpgsql as $$
+    begin
+        if new.handled_by_operator_id is not null then
+            update bench.legacy_operators set total_messages = total_messages + 1
+             where id = new.handled_by_operator_id;
+        end if;
+        return new;
+    end $$;
+    create function bench.update_chat_message_count() returns trigger language plpgsql as $$
+    begin
+        update bench.legacy_chats set message_count = message_count + 1, last_message_at = new.created_at
+         where id = new.chat_id;
+        return new;
+    end $$;
+    create trigger trigger_increment_operator_messages after insert on bench.legacy_messages
+        for each row execute function bench.increment_operator_messages();
+    create trigger trigger_update_chat_message_count after insert on bench.legacy_messages
+        for each row execute function bench.update_chat_message_count();
+"""
+LEGACY_USER = """\\set n random(1, {chats})
+insert into bench.legacy_messages (chat_id, sender_type, body)
+select chat_id, 'real_user', 'hello, is anyone there?' from bench.chats where n = :n;
+"""
+LEGACY_OPERATOR = """\\set n random(1, {chats})
+insert into bench.legacy_messages (chat_id, sender_type, handled_by_operator_id, body)
+select chat_id, 'operator', operator_id, 'happy to help' from bench.chats where n = :n;
 """
 
 
@@ -238,7 +287,121 @@ def setup_ingest(conn: psycopg.Connection, scale: Scale) -> None:
                       from new_chats n join chatdesk.chats c on c.id = n.chat_id""")
     missing = conn.execute("select count(*) from bench.chats where operator_id is null").fetchone()[0]
     assert missing == 0, f"{missing} chats were not claimed in the setup"
+    conn.execute(LEGACY_SETUP)
+    conn.execute("insert into bench.legacy_operators (id) select operator_id from bench.operators")
+    conn.execute("insert into bench.legacy_chats (id) select chat_id from bench.chats")
     conn.execute("vacuum analyze")
+
+
+# -- CPU per message, and how it grows with chat length and operators --------------
+
+def backend_cpu_ns(pid: int) -> int | None:
+    """Nanoseconds on CPU so far of server process `pid`, when the server runs
+    on this machine (the scheduler's own count, /proc/PID/schedstat)."""
+    try:
+        if not Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"postgres"):
+            return None
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+    except (OSError, ValueError):
+        return None
+
+
+def cpu_per_call_us(conninfo: str, options: str, sql: str, params: list) -> float | None:
+    """Microseconds of the server's CPU per call of `sql`, one call per
+    transaction on one connection (prepared after five, as pgbench -M
+    prepared), after a warm-up. None when the server is not on this machine."""
+    with psycopg.connect(conninfo, autocommit=True, options=options) as conn:
+        pid = conn.info.backend_pid
+        for p in params[:50]:
+            conn.execute(sql, p)
+        before = backend_cpu_ns(pid)
+        if before is None:
+            return None
+        for p in params:
+            conn.execute(sql, p)
+        return (backend_cpu_ns(pid) - before) / 1000 / len(params)
+
+
+COST_SEND = {
+    "user": "select chatdesk.send_user_message(%s, 'hello, is anyone there?')",
+    "operator": "select message_id from chatdesk.send_operator_message(%s, %s, 'happy to help', null, %s)",
+    "bare": """insert into bench.bare_messages (id, chat_id, sender_type, body, created_at)
+               values (nextval('bench.bare_messages_seq'), %s, 'real_user', 'hello, is anyone there?', now())""",
+}
+
+
+def cost_chats(conn: psycopg.Connection, operators: list, chats_each: int) -> list[tuple]:
+    """chats_each chats for each operator, with two user messages, claimed:
+    (chat, operator, first message) for each."""
+    chats = [r[0] for r in conn.execute(
+        "select chatdesk.start_chat(chatdesk.create_real_user('cost visitor')) from generate_series(1, %s)",
+        (len(operators) * chats_each,))]
+    for chat in chats:
+        conn.execute("select chatdesk.send_user_message(%s, 'hi')", (chat,))
+        conn.execute("select chatdesk.send_user_message(%s, 'anyone?')", (chat,))
+    conn.execute("select chatdesk.claim_next_chat(o) from unnest(%s::uuid[]) o, generate_series(1, %s)",
+                 (operators, chats_each))
+    return conn.execute("""select c.id, c.assigned_operator_id, (select min(m.id) from chatdesk.messages m
+                                                                  where m.chat_id = c.id)
+                             from chatdesk.chats c where c.id = any (%s::uuid[]) order by c.id""",
+                        (chats,)).fetchall()
+
+
+@dataclass
+class Costs:
+    """µs of server CPU per call (None: the server is not on this machine)."""
+    bare: float | None
+    # kind ("user", "operator") -> [(case, µs)], the cases in the order
+    # 10 operators, many operators, one short chat, one long chat
+    by_kind: dict[str, list[tuple[str, float | None]]]
+
+
+def cpu_costs(conn: psycopg.Connection, conninfo: str, scale: Scale, options: str,
+              say=lambda text: None) -> Costs:
+    """A bare INSERT, then a user and an operator message with 10 operators,
+    with scale.many_operators operators, into one short chat and into one
+    chat of scale.long_chat messages. Run on a fresh database, before the
+    other workloads."""
+    n = scale.cost_calls
+    conn.execute(BARE_SETUP)
+    few = [r[0] for r in conn.execute(
+        "select chatdesk.create_operator('cost op ' || g, 1000) from generate_series(1, 10) g")]
+    chats = cost_chats(conn, few, 10)
+    conn.execute("vacuum analyze")
+
+    def measure(kind: str, pairs: list[tuple]) -> float | None:
+        params = [(chat,) if kind in ("user", "bare") else (chat, op, seen) for chat, op, seen in pairs]
+        return cpu_per_call_us(conninfo, options, COST_SEND[kind], (params * (n // len(params) + 1))[:n])
+
+    say("CPU per message: 10 operators ...")
+    bare = measure("bare", chats)
+    by_kind = {kind: [("10 operators", measure(kind, chats))] for kind in ("user", "operator")}
+
+    say(f"CPU per message: {scale.many_operators:,} operators ...")
+    more = [r[0] for r in conn.execute(
+        "select chatdesk.create_operator('cost op ' || g, 1000) from generate_series(11, %s) g",
+        (scale.many_operators,))]
+    cost_chats(conn, more, 1)  # every operator holds a chat
+    conn.execute("vacuum analyze")
+    for kind in by_kind:
+        by_kind[kind].append((f"{scale.many_operators:,} operators", measure(kind, chats)))
+
+    say(f"CPU per message: one chat of {scale.long_chat:,} messages ...")
+    short, long_ = chats[0], chats[1]
+    conn.execute("set session_replication_role = replica")  # raw history, then an exact recount
+    conn.execute("""insert into chatdesk.messages (id, chat_id, sender_type, body, created_at)
+                    select nextval('chatdesk.messages_id_seq'), %s, 'real_user', 'history',
+                           now() - interval '30 days' + g * interval '1 second'
+                      from generate_series(1, %s) g""", (long_[0], scale.long_chat))
+    conn.execute("set session_replication_role = origin")
+    conn.execute("select chatdesk.recount_chats(array[%s]::uuid[])", (long_[0],))
+    conn.execute("vacuum analyze chatdesk.messages")
+    short_length = conn.execute("select message_count from chatdesk.chats where id = %s", (short[0],)).fetchone()[0]
+    for label, pair in ((f"one chat of {short_length:,} messages", short),
+                        (f"one chat of {scale.long_chat:,} messages", long_)):
+        for kind in by_kind:
+            by_kind[kind].append((label, measure(kind, [pair])))
+    return Costs(bare, by_kind)
 
 
 # -- 2. claiming -------------------------------------------------------------------
@@ -475,15 +638,44 @@ def run(conninfo: str, scale: Scale, say=lambda text: None, synchronous_commit: 
         migrate.migrate(conninfo, echo=lambda *a, **k: None)
         workdir = Path(tempfile.mkdtemp(prefix="chatdesk-bench-"))
         try:
+            costs = cpu_costs(conn, conninfo, scale, options, say)
+            for kind, cases in costs.by_kind.items():
+                for case, us in cases:
+                    report.rows.append(Row(
+                        "CPU per message", f"{kind} message, {case}", 1,
+                        ratio=us / costs.bare if us and costs.bare else None,
+                        note=f"{us:.0f} µs (bare INSERT {costs.bare:.0f} µs); ratio: / bare" if us and costs.bare
+                        else "n/a: the server is not on this machine"))
+                (_, few), (_, many), (_, short), (_, long_) = cases
+                if few and many and short and long_:
+                    for growth_of, a, b in (("operators", few, many), ("chat length", short, long_)):
+                        report.rows.append(Row("CPU per message", f"{kind} message: growth with {growth_of}", 1,
+                                               ratio=b / a, note=f"{a:.0f} -> {b:.0f} µs; target: flat (<= 1.2)"))
+                        report.checks[f"{kind} message CPU flat with {growth_of}"] = b / a <= 1.2
+                say(f"  {kind}: " + "; ".join(f"{case} {us or 0:.0f} µs" for case, us in cases))
+
             say(f"ingest: {scale.chats} chats ...")
             setup_ingest(conn, scale)
             fill = {"chats": scale.chats, "operators": scale.operators}
+            scripts = {"bare INSERT": mixed(BARE_USER, BARE_OPERATOR).format(**fill),
+                       "what users run today (two counter triggers)": mixed(LEGACY_USER, LEGACY_OPERATOR).format(**fill),
+                       "chatdesk": mixed(CHATDESK_USER, CHATDESK_OPERATOR).format(**fill)}
+
+            def ingest(clients: int, run_options: str, label: str = "") -> None:
+                tps = {}
+                for variant, script in scripts.items():
+                    tps[variant] = result = run_pgbench(conninfo, script, clients, scale.seconds, workdir, run_options)
+                    bare, legacy = tps["bare INSERT"][0], tps.get("what users run today (two counter triggers)", (None,))[0]
+                    report.rows.append(Row(
+                        "message ingest" + label, variant, clients, *result,
+                        ratio=None if variant == "bare INSERT" else result[0] / bare,
+                        note=f"{result[0] / legacy:.2f} of what users run today" if variant == "chatdesk" else ""))
+                say(f"  {clients} clients{label}: " + ", ".join(f"{v} {t[0]:.0f}" for v, t in tps.items()) + " tps")
+
             for clients in scale.clients:
-                bare = run_pgbench(conninfo, mixed(BARE_USER, BARE_OPERATOR).format(**fill), clients, scale.seconds, workdir, options)
-                ours = run_pgbench(conninfo, mixed(CHATDESK_USER, CHATDESK_OPERATOR).format(**fill), clients, scale.seconds, workdir, options)
-                report.rows.append(Row("message ingest", "bare INSERT", clients, *bare))
-                report.rows.append(Row("message ingest", "chatdesk", clients, *ours, ratio=ours[0] / bare[0]))
-                say(f"  {clients} clients: {ours[0]:.0f} vs bare {bare[0]:.0f} tps")
+                ingest(clients, options)
+            # the same at the server's own synchronous_commit (its default: on)
+            ingest(max(scale.clients), "", " (server's synchronous_commit)")
             report.checks["ingest counters drift"] = conn.execute(
                 "select count(*) from chatdesk.verify_counters()").fetchone()[0]
 
