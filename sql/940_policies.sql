@@ -4,6 +4,9 @@
 -- row-level security does not restrict. Each identity is read through one
 -- small function, wrapped in (select ...) so it is evaluated once per
 -- statement, not once per row. Fail closed: no identity, no rows.
+-- "Assigned to X" is written chat_state = 'assigned' and
+-- assigned_operator_id = X (the same rows: chats_assignee_check), so that it
+-- reads chats_assigned_idx instead of every chat.
 --   chatdesk_app        everything; a transaction narrowed by
 --                       act_as_operator() sees that operator's chats only.
 --   chatdesk_web        an operator: the queue (waiting chats, without their
@@ -19,14 +22,14 @@
 drop policy if exists chats_app_read on chatdesk.chats;
 create policy chats_app_read on chatdesk.chats for select to chatdesk_app
     using ((select chatdesk.current_operator_id()) is null
-           or assigned_operator_id = (select chatdesk.current_operator_id()));
+           or (chat_state = 'assigned' and assigned_operator_id = (select chatdesk.current_operator_id())));
 drop policy if exists chats_app_insert on chatdesk.chats;
 create policy chats_app_insert on chatdesk.chats for insert to chatdesk_app
     with check ((select chatdesk.current_operator_id()) is null);
 drop policy if exists chats_web_read on chatdesk.chats;
 create policy chats_web_read on chatdesk.chats for select to chatdesk_web
     using (real_user_id = (select chatdesk.web_real_user_id())
-           or assigned_operator_id = (select chatdesk.web_operator_id())
+           or (chat_state = 'assigned' and assigned_operator_id = (select chatdesk.web_operator_id()))
            or (chat_state = 'waiting_assignment' and (select chatdesk.web_operator_id()) is not null));
 drop policy if exists chats_reporting_read on chatdesk.chats;
 create policy chats_reporting_read on chatdesk.chats for select to chatdesk_reporting using (true);
@@ -36,7 +39,7 @@ drop policy if exists messages_app_read on chatdesk.messages;
 create policy messages_app_read on chatdesk.messages for select to chatdesk_app
     using ((select chatdesk.current_operator_id()) is null
            or chat_id in (select c.id from chatdesk.chats c
-                           where c.assigned_operator_id = (select chatdesk.current_operator_id())));
+                           where c.chat_state = 'assigned' and c.assigned_operator_id = (select chatdesk.current_operator_id())));
 drop policy if exists messages_app_insert on chatdesk.messages;
 create policy messages_app_insert on chatdesk.messages for insert to chatdesk_app
     with check ((select chatdesk.current_operator_id()) is null
@@ -45,14 +48,15 @@ drop policy if exists messages_web_read on chatdesk.messages;
 create policy messages_web_read on chatdesk.messages for select to chatdesk_web
     using (chat_id in (select c.id from chatdesk.chats c
                         where c.real_user_id = (select chatdesk.web_real_user_id())
-                           or c.assigned_operator_id = (select chatdesk.web_operator_id())));
+                           or (c.chat_state = 'assigned'
+                               and c.assigned_operator_id = (select chatdesk.web_operator_id()))));
 
 -- ---- real users ----
 drop policy if exists real_users_app_read on chatdesk.real_users;
 create policy real_users_app_read on chatdesk.real_users for select to chatdesk_app
     using ((select chatdesk.current_operator_id()) is null
            or id in (select c.real_user_id from chatdesk.chats c
-                      where c.assigned_operator_id = (select chatdesk.current_operator_id())));
+                      where c.chat_state = 'assigned' and c.assigned_operator_id = (select chatdesk.current_operator_id())));
 drop policy if exists real_users_app_insert on chatdesk.real_users;
 create policy real_users_app_insert on chatdesk.real_users for insert to chatdesk_app
     with check ((select chatdesk.current_operator_id()) is null);
@@ -60,18 +64,18 @@ drop policy if exists real_users_web_read on chatdesk.real_users;
 create policy real_users_web_read on chatdesk.real_users for select to chatdesk_web
     using (id = (select chatdesk.web_real_user_id())
            or id in (select c.real_user_id from chatdesk.chats c
-                      where c.assigned_operator_id = (select chatdesk.web_operator_id())));
+                      where c.chat_state = 'assigned' and c.assigned_operator_id = (select chatdesk.web_operator_id())));
 
 -- ---- chat events (operators only: a visitor's window has no use for them) ----
 drop policy if exists chat_events_app_read on chatdesk.chat_events;
 create policy chat_events_app_read on chatdesk.chat_events for select to chatdesk_app
     using ((select chatdesk.current_operator_id()) is null
            or chat_id in (select c.id from chatdesk.chats c
-                           where c.assigned_operator_id = (select chatdesk.current_operator_id())));
+                           where c.chat_state = 'assigned' and c.assigned_operator_id = (select chatdesk.current_operator_id())));
 drop policy if exists chat_events_web_read on chatdesk.chat_events;
 create policy chat_events_web_read on chatdesk.chat_events for select to chatdesk_web
     using (chat_id in (select c.id from chatdesk.chats c
-                        where c.assigned_operator_id = (select chatdesk.web_operator_id())));
+                        where c.chat_state = 'assigned' and c.assigned_operator_id = (select chatdesk.web_operator_id())));
 drop policy if exists chat_events_reporting_read on chatdesk.chat_events;
 create policy chat_events_reporting_read on chatdesk.chat_events for select to chatdesk_reporting using (true);
 
@@ -123,6 +127,6 @@ drop policy if exists conversations_app_read on chatdesk.conversations;
 create policy conversations_app_read on chatdesk.conversations for select to chatdesk_app
     using ((select chatdesk.current_operator_id()) is null
            or chat_id in (select c.id from chatdesk.chats c
-                           where c.assigned_operator_id = (select chatdesk.current_operator_id())));
+                           where c.chat_state = 'assigned' and c.assigned_operator_id = (select chatdesk.current_operator_id())));
 drop policy if exists conversations_reporting_read on chatdesk.conversations;
 create policy conversations_reporting_read on chatdesk.conversations for select to chatdesk_reporting using (true);

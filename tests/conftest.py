@@ -90,9 +90,15 @@ def pg_server():
     else:
         os.environ["CHATDESK_PG_CTL"] = _real_pg_ctl()
         # pg_cron (Debian's build for this server), as Supabase, RDS and Cloud
-        # SQL load it: the cron tests schedule real jobs and watch them run
-        if glob.glob(str(Path(os.environ["CHATDESK_PG_CTL"]).parent.parent / "lib" / "pg_cron.so")):
-            options += " -c shared_preload_libraries=pg_cron -c cron.database_name=postgres"
+        # SQL load it: the cron tests schedule real jobs and watch them run;
+        # pg_stat_statements: tests/test_hot_paths.py counts the plans of the
+        # statements inside chatdesk's functions
+        lib = Path(os.environ["CHATDESK_PG_CTL"]).parent.parent / "lib"
+        preload = [name for name in ("pg_cron", "pg_stat_statements") if (lib / f"{name}.so").exists()]
+        if preload:
+            options += f" -c shared_preload_libraries={','.join(preload)}"
+        if "pg_cron" in preload:
+            options += " -c cron.database_name=postgres"
     if os.geteuid() == 0:
         postgres = pwd.getpwnam("postgres")
         for path in [base, *base.rglob("*")]:
