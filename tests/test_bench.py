@@ -17,7 +17,8 @@ def test_bench_smoke_runs_and_claims_nothing_twice(pg_server):
         report = json.loads(result.stdout)
         workloads = {(r["workload"], r["variant"]) for r in report["rows"]}
         for workload in ("message ingest", "claim next chat", "rollup one day", "original design", "31-day backfill",
-                         "CPU per message", "ladder (user message, CPU)", "message ingest (user messages only)",
+                         "CPU per message", "ladder (user message, CPU)", "message ingest, user messages",
+                         "message ingest, user messages (server's synchronous_commit)",
                          "message ingest (server's synchronous_commit)"):
             assert any(w == workload for w, _ in workloads), workload
         assert ("message ingest", "what users run today (two counter triggers)") in workloads

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -35,7 +36,7 @@ from pathlib import Path
 import psycopg
 
 from chatdesk import db, migrate
-from chatdesk.errors import ChatdeskError, ToolMissing
+from chatdesk.errors import BadRequest, ChatdeskError, ToolMissing
 
 
 @dataclass
@@ -402,6 +403,10 @@ def cpu_costs(conn: psycopg.Connection, conninfo: str, scale: Scale, options: st
     for kind, login, args in (("user", visitor_login, (chat,)), ("operator", operator_login, (chat, operator, seen))):
         web.append((f"{kind} message, a web {'visitor' if kind == 'user' else 'operator'}",
                     cpu_per_call_us(conninfo, web_options(options, login), COST_SEND[kind], [args] * n)))
+    # with statistics that know the chat's length: on statistics from when
+    # every chat had two messages, the generic plan of this read sorts the
+    # whole chat (8 ms at 30,000 messages; docs/benchmarks.md)
+    conn.execute("analyze chatdesk.messages")
     read = "select * from chatdesk.messages where chat_id = %s order by id desc limit 20"
     web.append(("a web visitor reads her chat's last 20 messages",
                 cpu_per_call_us(conninfo, web_options(options, visitor_login), read, [(chat,)] * n)))
@@ -430,6 +435,9 @@ def cpu_costs(conn: psycopg.Connection, conninfo: str, scale: Scale, options: st
                         (f"one chat of {scale.long_chat:,} messages", long_)):
         for kind in by_kind:
             by_kind[kind].append((label, measure(kind, [pair])))
+    # off duty, so that the later sections' rollups and reports see the
+    # operators they set up, not these 10,000 as well
+    conn.execute("select chatdesk.set_operator_active(id, false) from chatdesk.operators where name like 'cost op %'")
     return Costs(bare, by_kind, web)
 
 
@@ -494,6 +502,7 @@ def ladder(conn: psycopg.Connection, conninfo: str, scale: Scale, options: str) 
 # -- 2. claiming -------------------------------------------------------------------
 
 CLAIM_SETUP = """
+    create schema if not exists bench;
     create table bench.bare_chats (like chatdesk.chats including all);
     create table bench.claimers (n int primary key, operator_id uuid not null);
 """
@@ -604,6 +613,7 @@ def growth(conn: psycopg.Connection, conninfo: str, scale: Scale, workdir: Path,
     results.append(("claim latency", "ms", *per_size))
 
     say(f"growth: ingest with {small:,} then {large:,} open chats ...")
+    conn.execute("create schema if not exists bench")
     conn.execute("create table bench.open_chats (n int primary key, chat_id uuid not null)")
     raw_chats(conn, user, large, "waiting_real_user_reply")
     conn.execute("""insert into bench.open_chats
@@ -714,7 +724,330 @@ def feed_reader_memory(conninfo: str, changes: int) -> tuple[float, float, float
 
 # -- the whole run -------------------------------------------------------------------
 
-def run(conninfo: str, scale: Scale, say=lambda text: None, synchronous_commit: str = "off") -> Report:
+# -- the whole run, section by section -----------------------------------------------
+
+@dataclass
+class Bench:
+    """What every section of a run works with."""
+    conn: psycopg.Connection
+    conninfo: str
+    scale: Scale
+    options: str  # connection options of both sides of every comparison
+    workdir: Path
+    report: Report
+    say: Callable[[str], None]
+    ready: set[str] = field(default_factory=set)  # setups done: "ingest", "claim"
+
+    @property
+    def fill(self) -> dict:
+        """What the pgbench scripts' {placeholders} stand for."""
+        return {"chats": self.scale.chats, "operators": self.scale.operators}
+
+    def unpack(self) -> tuple:
+        return self.conn, self.conninfo, self.scale, self.options, self.workdir, self.report, self.say
+
+    def set_up(self, what: str) -> None:
+        """The data a section works on, made once: the ingest's chats, or the claim queue."""
+        if what not in self.ready:
+            if what == "ingest":
+                self.say(f"ingest: {self.scale.chats} chats ...")
+                setup_ingest(self.conn, self.scale)
+            else:
+                self.say(f"claiming: a queue of {self.scale.queue} chats ...")
+                setup_claims(self.conn, self.scale)
+            self.ready.add(what)
+
+
+def cpu_section(b: Bench) -> None:
+    """CPU per message with 10 and with many operators, in a short and in a
+    long chat, and for web callers. First, on the fresh database."""
+    conn, conninfo, scale, options, workdir, report, say = b.unpack()
+    costs = cpu_costs(conn, conninfo, scale, options, say)
+    for kind, cases in costs.by_kind.items():
+        for case, us in cases:
+            report.rows.append(Row(
+                "CPU per message", f"{kind} message, {case}", 1,
+                ratio=us / costs.bare if us and costs.bare else None,
+                note=f"{us:.0f} µs (bare INSERT {costs.bare:.0f} µs); ratio: / bare" if us and costs.bare
+                else "n/a: the server is not on this machine"))
+        (_, few), (_, many), (_, short), (_, long_) = cases
+        if few and many and short and long_:
+            for growth_of, before, after in (("operators", few, many), ("chat length", short, long_)):
+                report.rows.append(Row("CPU per message", f"{kind} message: growth with {growth_of}", 1,
+                                       ratio=after / before,
+                                       note=f"{before:.0f} -> {after:.0f} µs; target: flat (<= 1.2)"))
+                if scale.gate_cpu:
+                    report.checks[f"{kind} message CPU flat with {growth_of}"] = after / before <= 1.2
+        say(f"  {kind}: " + "; ".join(f"{case} {us or 0:.0f} µs" for case, us in cases))
+    for what, us in costs.web:
+        report.rows.append(Row("CPU per message", what, 1,
+                               note=f"{us:.0f} µs" if us else "n/a: the server is not on this machine"))
+    say("  web: " + "; ".join(f"{what} {us or 0:.0f} µs" for what, us in costs.web))
+
+
+# Contract changes, measured: the message trigger cut to the ladder's first
+# rungs (name, how many rungs).
+CONTRACT_CHANGES = (
+    ("chatdesk keeping only the chat row's lock (no counters, no feed row)", 2),
+    ("chatdesk without per-message chat bookkeeping (no lock, counters or feed row)", 1),
+)
+
+
+def contract_change(b: Bench) -> None:
+    """User messages at the most clients: chatdesk as it is and as the
+    contract changes above would make it, against a bare INSERT
+    (synchronous_commit off) and against what users run today (the server's
+    own synchronous_commit)."""
+    conn, conninfo, scale, options, workdir, report, say = b.unpack()
+    clients = max(scale.clients)
+    real = conn.execute("select pg_get_functiondef('chatdesk.messages__accept()'::regprocedure)").fetchone()[0]
+
+    def pgbench(script: str, run_options: str) -> tuple[float, float, float]:
+        return run_pgbench(conninfo, script.format(**b.fill), clients, scale.seconds, workdir, run_options)
+
+    for label, run_options, baseline, script in (
+            ("", options, "bare INSERT", BARE_USER),
+            (" (server's synchronous_commit)", "", "what users run today (two counter triggers)", LEGACY_USER)):
+        tps = {baseline: pgbench(script, run_options), "chatdesk": pgbench(CHATDESK_USER, run_options)}
+        for change, rungs in CONTRACT_CHANGES:
+            install_rung(conn, "".join(step for _, step in LADDER[:rungs]))
+            try:
+                tps[change] = pgbench(CHATDESK_USER, run_options)
+            finally:
+                conn.execute(real)
+        conn.execute("select count(*) from chatdesk.verify_counters(true)")  # the cut-down triggers kept no counters
+        for variant, result in tps.items():
+            report.rows.append(Row("message ingest, user messages" + label, variant, clients, *result,
+                                   ratio=None if variant == baseline else result[0] / tps[baseline][0],
+                                   note="" if variant == baseline else f"ratio: / {baseline}"))
+        say(f"  {clients} clients, user messages{label}: " + ", ".join(f"{v} {t[0]:.0f}" for v, t in tps.items()))
+
+
+def ingest_section(b: Bench) -> None:
+    """Ingest against a bare INSERT and what users run today; the ladder;
+    what a contract change would give."""
+    conn, conninfo, scale, options, workdir, report, say = b.unpack()
+    fill = b.fill
+    scripts = {"bare INSERT": mixed(BARE_USER, BARE_OPERATOR).format(**fill),
+               "what users run today (two counter triggers)": mixed(LEGACY_USER, LEGACY_OPERATOR).format(**fill),
+               "chatdesk": mixed(CHATDESK_USER, CHATDESK_OPERATOR).format(**fill)}
+
+    def ingest(clients: int, run_options: str, label: str = "") -> None:
+        tps = {}
+        for variant, script in scripts.items():
+            tps[variant] = result = run_pgbench(conninfo, script, clients, scale.seconds, workdir, run_options)
+            bare, legacy = tps["bare INSERT"][0], tps.get("what users run today (two counter triggers)", (None,))[0]
+            report.rows.append(Row(
+                "message ingest" + label, variant, clients, *result,
+                ratio=None if variant == "bare INSERT" else result[0] / bare,
+                note=f"{result[0] / legacy:.2f} of what users run today" if variant == "chatdesk" else ""))
+        say(f"  {clients} clients{label}: " + ", ".join(f"{v} {t[0]:.0f}" for v, t in tps.items()) + " tps")
+
+    for clients in scale.clients:
+        ingest(clients, options)
+    # the same at the server's own synchronous_commit (its default: on)
+    ingest(max(scale.clients), "", " (server's synchronous_commit)")
+    report.checks["ingest counters drift"] = conn.execute(
+        "select count(*) from chatdesk.verify_counters()").fetchone()[0]
+
+    say("the ladder: what each rule of a user message costs ...")
+    rungs = ladder(conn, conninfo, scale, options)
+    bare_us = rungs[0][1]
+    for rung, us in rungs:
+        report.rows.append(Row("ladder (user message, CPU)", rung, 1,
+                               ratio=bare_us / us if us and bare_us else None,
+                               note=f"{us:.0f} µs; ratio: bare / this" if us else "n/a"))
+    say("  " + "; ".join(f"{rung}: {us or 0:.0f} µs" for rung, us in rungs))
+    contract_change(b)
+
+
+def feed_section(b: Bench) -> None:
+    """The change feed: the wake-up's cost, commit-to-delivery latency, a reader's memory."""
+    conn, conninfo, scale, options, workdir, report, say = b.unpack()
+    fill = b.fill
+    say("change feed: the NOTIFY's cost, and commit-to-delivery latency ...")
+    script = mixed(CHATDESK_USER, CHATDESK_OPERATOR).format(**fill)
+    clients = max(scale.clients)
+    off = run_pgbench(conninfo, script, clients, scale.seconds, workdir, options + " -c chatdesk.feed_notify=off")
+    on = run_pgbench(conninfo, script, clients, scale.seconds, workdir, options)
+    report.rows.append(Row("change feed", "ingest, NOTIFY off", clients, *off))
+    report.rows.append(Row("change feed", "ingest, NOTIFY on (one per transaction)", clients, *on,
+                           ratio=on[0] / off[0], note="ratio: on / off"))
+    say(f"  NOTIFY on: {on[0]:.0f} tps, p99 {on[2]:.1f} ms; off: {off[0]:.0f} tps, p99 {off[2]:.1f} ms")
+    user_only = CHATDESK_USER.format(**fill)
+    for rate in (100, 1000, 5000):
+        p50, p95, p99, delivered, sent = feed_latency(conninfo, user_only, clients, scale.seconds, workdir,
+                                                      options, rate)
+        report.rows.append(Row("change feed", f"commit to delivery at {rate} messages/s", clients,
+                               note=f"p50 {p50:.0f} ms, p95 {p95:.0f} ms, p99 {p99:.0f} ms; "
+                                    f"{delivered} changes delivered for ~{sent} messages"))
+        say(f"  {rate}/s: p50 {p50:.0f} ms, p95 {p95:.0f} ms, p99 {p99:.0f} ms ({delivered} changes)")
+
+    changes = 20_000 if scale.chats < 1000 else 1_000_000
+    early, late, took = feed_reader_memory(conninfo, changes)
+    report.rows.append(Row("change feed", f"a reader over {changes:,} changes (peak RSS)", 1,
+                           note=f"{early:.0f} MB after {changes // 10:,}, {late:.0f} MB after {changes:,}; "
+                                f"{changes / took:,.0f} changes/s"))
+    report.checks["feed reader memory flat"] = late <= early * 1.2 + 5
+    say(f"  a reader over {changes:,} changes: {early:.0f} MB -> {late:.0f} MB ({took:.0f} s)")
+    conn.execute("delete from chatdesk.changes where kind = 'message' and message_id is not null "
+                 "and chat_seq > 0 and tx = (select max(tx) from chatdesk.changes)")
+
+
+def migrate_section(b: Bench) -> None:
+    """The longest stall of message writers while migrate runs."""
+    conn, conninfo, scale, options, workdir, report, say = b.unpack()
+    script = mixed(CHATDESK_USER, CHATDESK_OPERATOR).format(**b.fill)
+    clients = max(scale.clients)
+    say("migrate while messages flow ...")
+    for rate in (1000, None):
+        for pending in (False, True):
+            def run_migrate(pending=pending):
+                if pending:  # as a release that changes trigger functions, triggers and policies
+                    conn.execute("delete from chatdesk.sql_loaded where file in "
+                                 "('110_messages.sql', '900_triggers.sql', '940_policies.sql')")
+                migrate.migrate(conninfo)
+            longest, took, tps = stall_during(conninfo, script, clients, scale.seconds, workdir, options,
+                                              rate, run_migrate)
+            report.rows.append(Row(
+                "migrate under traffic", "a pending sql/ change" if pending else "nothing pending", clients,
+                tps=tps,
+                note=f"{'1,000 calls/s' if rate else 'flat out'}; longest stall {longest:.0f} ms, "
+                     f"migrate took {took * 1000:.0f} ms"))
+            say(f"  {'1000/s' if rate else 'flat out'}, {'pending' if pending else 'nothing pending'}: "
+                f"longest stall {longest:.0f} ms (migrate {took * 1000:.0f} ms)")
+    report.checks["counters drift after migrates under traffic"] = conn.execute(
+        "select count(*) from chatdesk.verify_counters()").fetchone()[0]
+
+
+def claim_section(b: Bench) -> None:
+    """claim_next_chat against a bare SKIP LOCKED pop, and the claims' invariants."""
+    conn, conninfo, scale, options, workdir, report, say = b.unpack()
+    fill = b.fill
+    clients = max(scale.clients)
+    bare = run_pgbench(conninfo, BARE_CLAIM.format(**fill), clients, scale.seconds, workdir, options)
+    ours = run_pgbench(conninfo, CHATDESK_CLAIM.format(**fill), clients, scale.seconds, workdir, options)
+    report.rows.append(Row("claim next chat", "bare SKIP LOCKED pop", clients, *bare))
+    report.rows.append(Row("claim next chat", "chatdesk", clients, *ours, ratio=ours[0] / bare[0]))
+    say(f"  {clients} clients: {ours[0]:.0f} vs bare {bare[0]:.0f} tps")
+    report.checks["chats claimed twice"] = conn.execute(
+        """select count(*) from (select chat_id from chatdesk.chat_events where reason = 'claim'
+                                  group by chat_id having count(*) > 1) d""").fetchone()[0]
+    report.checks["claimed chats without exactly one claim event"] = conn.execute(
+        """select count(*) from chatdesk.chats c
+            where c.state_reason = 'claim'
+              and (select count(*) from chatdesk.chat_events e
+                    where e.chat_id = c.id and e.reason = 'claim') <> 1""").fetchone()[0]
+    report.checks["operators over capacity"] = conn.execute(
+        "select count(*) from chatdesk.operator_load where assigned_chats > max_concurrent_chats").fetchone()[0]
+
+
+def rollup_section(b: Bench) -> None:
+    """The rollup against a bare GROUP BY and the original design; the
+    backfill's memory; the month's report."""
+    conn, conninfo, scale, options, workdir, report, say = b.unpack()
+    say(f"rollup: {scale.messages} messages over {scale.days} days ...")
+    operators = [r[0] for r in conn.execute("select operator_id from bench.claimers order by n")]
+    history_days = scale.days * scale.history_factor
+    first = date(2026, 1, 1) + timedelta(days=history_days - scale.days)  # the recent `days` days
+    load_history(conn, scale, first, scale.days, operators)
+    # business hours, so the rollup's cost includes business time for every reply
+    conn.execute("""insert into chatdesk.business_hours (weekday, opens, closes)
+                    select d, '09:00', '17:00' from generate_series(1, 5) d on conflict do nothing""")
+    day = first + timedelta(days=scale.days // 2)
+    bounds = (f"{day} 00:00:00+00", f"{day + timedelta(days=1)} 00:00:00+00")
+    bare_s = timed(conn, BARE_GROUP_BY, bounds)
+    ours_s = timed(conn, "select chatdesk.rollup_operator_stats(%s)", (day,))
+    day_rows = conn.execute("select count(*) from chatdesk.messages where handled_by_operator_id is not null "
+                            "and created_at >= %s and created_at < %s", bounds).fetchone()[0]
+    report.rows.append(Row("rollup one day", f"bare GROUP BY ({day_rows} operator messages)", 1,
+                           avg_ms=bare_s * 1000))
+    report.rows.append(Row("rollup one day", "rollup_operator_stats", 1, avg_ms=ours_s * 1000,
+                           ratio=ours_s / bare_s,
+                           note="time ratio; the stats alone were <= 3, reports' metrics in business time added"))
+
+    loop_s = timed(conn, "select chatdesk.update_operator_stats(operator_id, %s) from bench.claimers", (day,), repeat=1)
+    started = time.perf_counter()
+    for op in operators:  # one remote call per operator, as the original cron endpoint did
+        conn.execute("select chatdesk.update_operator_stats(%s, %s)", (op, day))
+    remote_s = time.perf_counter() - started
+    report.rows.append(Row("original design", f"update_operator_stats x {len(operators)} calls", 1,
+                           avg_ms=remote_s * 1000, ratio=remote_s / ours_s, note="time vs one rollup"))
+    report.rows.append(Row("original design", f"update_operator_stats x {len(operators)} in one statement", 1,
+                           avg_ms=loop_s * 1000, ratio=loop_s / ours_s, note="time vs one rollup"))
+
+    span = (first.isoformat(), (first + timedelta(days=30)).isoformat())
+    _, rss = peak_rss_of_cli(conninfo, "rollup", "--from", span[0], "--to", span[1], "--json")
+    report.rows.append(Row("31-day backfill", "chatdesk rollup --from --to (peak RSS)", 1,
+                           note=f"{rss:.0f} MB, target < 100 MB"))
+    report.checks["backfill peak RSS under 100 MB"] = rss < 100
+    # the month's report, as a support lead would ask for it (HTML with every chart)
+    # a queue sample a minute, as chatdesk schedule takes them
+    conn.execute("""insert into chatdesk.queue_samples (sampled_at, waiting, assigned, oldest_wait_seconds)
+                    select %s::timestamptz + g * interval '1 minute', g %% 40, g %% 25, g %% 600
+                      from generate_series(0, 31 * 24 * 60 - 1) g on conflict do nothing""",
+                 (f"{first} 00:00:00+00",))
+    html = workdir / "month.html"
+    seconds, rss = peak_rss_of_cli(conninfo, "report", "--from", span[0], "--to", span[1],
+                                   "--format", "html", "-o", str(html))
+    report.rows.append(Row("31-day report", f"chatdesk report --format html ({scale.messages} messages)", 1,
+                           avg_ms=seconds * 1000,
+                           note=f"{rss:.0f} MB; targets < 2 s, < 100 MB (a whole process, Python's start included)"))
+    report.checks["31-day report under 2 s"] = seconds < 2
+    report.checks["31-day report under 100 MB"] = rss < 100
+
+    say(f"rollup: ten times the history ({history_days} days) ...")
+    day_stats = """select operator_id, messages_sent, chats_handled, replies, reply_time_avg_seconds,
+                          reply_time_p50_seconds, reply_time_p90_seconds
+                     from chatdesk.operator_daily_stats where stat_date = %s order by operator_id"""
+    before = conn.execute(day_stats, (day,)).fetchall()
+    load_history(conn, scale, date(2026, 1, 1), history_days - scale.days, operators)
+    ours_10x = timed(conn, "select chatdesk.rollup_operator_stats(%s)", (day,))
+    after = conn.execute(day_stats, (day,)).fetchall()
+    report.rows.append(Row("rollup one day", f"with {scale.history_factor}x the history", 1,
+                           avg_ms=ours_10x * 1000, ratio=ours_10x / ours_s, note="growth, target <= 1.3"))
+    report.checks["the day's stats unchanged by older history"] = before == after and len(before) > 0
+
+
+def growth_section(b: Bench) -> None:
+    """How cost grows with ten times the queue, the open chats and the kept changes."""
+    conn, conninfo, scale, options, workdir, report, say = b.unpack()
+    for what, unit, one, ten in growth(conn, conninfo, scale, workdir, options, say):
+        # throughput falls as cost grows: compare cost either way
+        factor = one / ten if unit == "tps" else ten / one
+        sizes = (f"{scale.growth_changes:,} -> {scale.growth_changes * 10:,} kept changes"
+                 if what.startswith("changes_since") else
+                 f"{scale.growth_base:,} -> {scale.growth_base * 10:,} "
+                 + ("queued chats" if what.startswith("claim") else "open chats"))
+        report.rows.append(Row("growth (10x)", f"{what}: {sizes}", max(scale.clients) if unit == "tps" else 1,
+                               ratio=factor,
+                               note=f"{one:.2f} -> {ten:.2f} {unit}; cost ratio, target <= 1.2"))
+        report.checks[f"{what} flat within 1.2x at 10x"] = factor <= 1.2
+        say(f"  {what}: {one:.2f} -> {ten:.2f} {unit}")
+
+
+# name -> (the setup it needs, the section), in the order a full run takes them
+SECTIONS: dict[str, tuple[str | None, Callable[[Bench], None]]] = {
+    "cpu": (None, cpu_section),
+    "ingest": ("ingest", ingest_section),
+    "feed": ("ingest", feed_section),
+    "migrate": ("ingest", migrate_section),
+    "claim": ("claim", claim_section),
+    "rollup": ("claim", rollup_section),
+    "growth": (None, growth_section),
+}
+
+
+def check_sections(only: tuple[str, ...]) -> None:
+    unknown = [name for name in only if name not in SECTIONS]
+    if unknown:
+        raise BadRequest(f"no benchmark section {unknown[0]!r}; the sections are {', '.join(SECTIONS)}")
+
+
+def run(conninfo: str, scale: Scale, say=lambda text: None, synchronous_commit: str = "off",
+        only: tuple[str, ...] = ()) -> Report:
+    """Every section (or those named in `only`), in SECTIONS' order."""
+    check_sections(only)
     report = Report()
     options = f"-c synchronous_commit={synchronous_commit}"
     with psycopg.connect(conninfo, autocommit=True, options=options) as conn:
@@ -724,224 +1057,17 @@ def run(conninfo: str, scale: Scale, say=lambda text: None, synchronous_commit: 
                                'synchronous_commit', 'max_wal_size', 'effective_cache_size', 'jit')""").fetchall())
         migrate.migrate(conninfo, echo=lambda *a, **k: None)
         workdir = Path(tempfile.mkdtemp(prefix="chatdesk-bench-"))
+        bench = Bench(conn, conninfo, scale, options, workdir, report, say)
         try:
-            costs = cpu_costs(conn, conninfo, scale, options, say)
-            for kind, cases in costs.by_kind.items():
-                for case, us in cases:
-                    report.rows.append(Row(
-                        "CPU per message", f"{kind} message, {case}", 1,
-                        ratio=us / costs.bare if us and costs.bare else None,
-                        note=f"{us:.0f} µs (bare INSERT {costs.bare:.0f} µs); ratio: / bare" if us and costs.bare
-                        else "n/a: the server is not on this machine"))
-                (_, few), (_, many), (_, short), (_, long_) = cases
-                if few and many and short and long_:
-                    for growth_of, a, b in (("operators", few, many), ("chat length", short, long_)):
-                        report.rows.append(Row("CPU per message", f"{kind} message: growth with {growth_of}", 1,
-                                               ratio=b / a, note=f"{a:.0f} -> {b:.0f} µs; target: flat (<= 1.2)"))
-                        if scale.gate_cpu:
-                            report.checks[f"{kind} message CPU flat with {growth_of}"] = b / a <= 1.2
-                say(f"  {kind}: " + "; ".join(f"{case} {us or 0:.0f} µs" for case, us in cases))
-            for what, us in costs.web:
-                report.rows.append(Row("CPU per message", what, 1,
-                                       note=f"{us:.0f} µs" if us else "n/a: the server is not on this machine"))
-            say("  web: " + "; ".join(f"{what} {us or 0:.0f} µs" for what, us in costs.web))
-
-            say(f"ingest: {scale.chats} chats ...")
-            setup_ingest(conn, scale)
-            fill = {"chats": scale.chats, "operators": scale.operators}
-            scripts = {"bare INSERT": mixed(BARE_USER, BARE_OPERATOR).format(**fill),
-                       "what users run today (two counter triggers)": mixed(LEGACY_USER, LEGACY_OPERATOR).format(**fill),
-                       "chatdesk": mixed(CHATDESK_USER, CHATDESK_OPERATOR).format(**fill)}
-
-            def ingest(clients: int, run_options: str, label: str = "") -> None:
-                tps = {}
-                for variant, script in scripts.items():
-                    tps[variant] = result = run_pgbench(conninfo, script, clients, scale.seconds, workdir, run_options)
-                    bare, legacy = tps["bare INSERT"][0], tps.get("what users run today (two counter triggers)", (None,))[0]
-                    report.rows.append(Row(
-                        "message ingest" + label, variant, clients, *result,
-                        ratio=None if variant == "bare INSERT" else result[0] / bare,
-                        note=f"{result[0] / legacy:.2f} of what users run today" if variant == "chatdesk" else ""))
-                say(f"  {clients} clients{label}: " + ", ".join(f"{v} {t[0]:.0f}" for v, t in tps.items()) + " tps")
-
-            for clients in scale.clients:
-                ingest(clients, options)
-            # the same at the server's own synchronous_commit (its default: on)
-            ingest(max(scale.clients), "", " (server's synchronous_commit)")
-            report.checks["ingest counters drift"] = conn.execute(
-                "select count(*) from chatdesk.verify_counters()").fetchone()[0]
-
-            say("the ladder: what each rule of a user message costs ...")
-            rungs = ladder(conn, conninfo, scale, options)
-            bare_us = rungs[0][1]
-            for rung, us in rungs:
-                report.rows.append(Row("ladder (user message, CPU)", rung, 1,
-                                       ratio=bare_us / us if us and bare_us else None,
-                                       note=f"{us:.0f} µs; ratio: bare / this" if us else "n/a"))
-            say("  " + "; ".join(f"{rung}: {us or 0:.0f} µs" for rung, us in rungs))
-            # what the smallest contract change that meets the ingest target
-            # would give (docs/benchmarks.md): the first rung, at 8 clients
-            clients = max(scale.clients)
-            users = {"bare INSERT": BARE_USER, "chatdesk": CHATDESK_USER}
-            tps = {v: run_pgbench(conninfo, script.format(**fill), clients, scale.seconds, workdir, options)
-                   for v, script in users.items()}
-            real = conn.execute("select pg_get_functiondef('chatdesk.messages__accept()'::regprocedure)").fetchone()[0]
-            install_rung(conn, LADDER[0][1])
-            try:
-                tps["chatdesk without per-message chat bookkeeping (a contract change)"] = run_pgbench(
-                    conninfo, CHATDESK_USER.format(**fill), clients, scale.seconds, workdir, options)
-            finally:
-                conn.execute(real)
-            conn.execute("select count(*) from chatdesk.verify_counters(true)")
-            for variant, result in tps.items():
-                report.rows.append(Row("message ingest (user messages only)", variant, clients, *result,
-                                       ratio=None if variant == "bare INSERT" else result[0] / tps["bare INSERT"][0]))
-            say(f"  {clients} clients, user messages: " + ", ".join(f"{v} {t[0]:.0f}" for v, t in tps.items()))
-            say("change feed: the NOTIFY's cost, and commit-to-delivery latency ...")
-            script = mixed(CHATDESK_USER, CHATDESK_OPERATOR).format(**fill)
-            clients = max(scale.clients)
-            off = run_pgbench(conninfo, script, clients, scale.seconds, workdir, options + " -c chatdesk.feed_notify=off")
-            on = run_pgbench(conninfo, script, clients, scale.seconds, workdir, options)
-            report.rows.append(Row("change feed", "ingest, NOTIFY off", clients, *off))
-            report.rows.append(Row("change feed", "ingest, NOTIFY on (one per transaction)", clients, *on,
-                                   ratio=on[0] / off[0], note="ratio: on / off"))
-            say(f"  NOTIFY on: {on[0]:.0f} tps, p99 {on[2]:.1f} ms; off: {off[0]:.0f} tps, p99 {off[2]:.1f} ms")
-            user_only = CHATDESK_USER.format(**fill)
-            for rate in (100, 1000, 5000):
-                p50, p95, p99, delivered, sent = feed_latency(conninfo, user_only, clients, scale.seconds, workdir,
-                                                              options, rate)
-                report.rows.append(Row("change feed", f"commit to delivery at {rate} messages/s", clients,
-                                       note=f"p50 {p50:.0f} ms, p95 {p95:.0f} ms, p99 {p99:.0f} ms; "
-                                            f"{delivered} changes delivered for ~{sent} messages"))
-                say(f"  {rate}/s: p50 {p50:.0f} ms, p95 {p95:.0f} ms, p99 {p99:.0f} ms ({delivered} changes)")
-
-            changes = 20_000 if scale.chats < 1000 else 1_000_000
-            early, late, took = feed_reader_memory(conninfo, changes)
-            report.rows.append(Row("change feed", f"a reader over {changes:,} changes (peak RSS)", 1,
-                                   note=f"{early:.0f} MB after {changes // 10:,}, {late:.0f} MB after {changes:,}; "
-                                        f"{changes / took:,.0f} changes/s"))
-            report.checks["feed reader memory flat"] = late <= early * 1.2 + 5
-            say(f"  a reader over {changes:,} changes: {early:.0f} MB -> {late:.0f} MB ({took:.0f} s)")
-            conn.execute("delete from chatdesk.changes where kind = 'message' and message_id is not null "
-                         "and chat_seq > 0 and tx = (select max(tx) from chatdesk.changes)")
-
-            say("migrate while messages flow ...")
-            for rate in (1000, None):
-                for pending in (False, True):
-                    def run_migrate(pending=pending):
-                        if pending:  # as a release that changes trigger functions, triggers and policies
-                            conn.execute("delete from chatdesk.sql_loaded where file in "
-                                         "('110_messages.sql', '900_triggers.sql', '940_policies.sql')")
-                        migrate.migrate(conninfo)
-                    longest, took, tps = stall_during(conninfo, script, clients, scale.seconds, workdir, options,
-                                                      rate, run_migrate)
-                    report.rows.append(Row(
-                        "migrate under traffic", "a pending sql/ change" if pending else "nothing pending", clients,
-                        tps=tps,
-                        note=f"{'1,000 calls/s' if rate else 'flat out'}; longest stall {longest:.0f} ms, "
-                             f"migrate took {took * 1000:.0f} ms"))
-                    say(f"  {'1000/s' if rate else 'flat out'}, {'pending' if pending else 'nothing pending'}: "
-                        f"longest stall {longest:.0f} ms (migrate {took * 1000:.0f} ms)")
-            report.checks["counters drift after migrates under traffic"] = conn.execute(
-                "select count(*) from chatdesk.verify_counters()").fetchone()[0]
-
-            say(f"claiming: a queue of {scale.queue} chats ...")
-            setup_claims(conn, scale)
-            clients = max(scale.clients)
-            bare = run_pgbench(conninfo, BARE_CLAIM.format(**fill), clients, scale.seconds, workdir, options)
-            ours = run_pgbench(conninfo, CHATDESK_CLAIM.format(**fill), clients, scale.seconds, workdir, options)
-            report.rows.append(Row("claim next chat", "bare SKIP LOCKED pop", clients, *bare))
-            report.rows.append(Row("claim next chat", "chatdesk", clients, *ours, ratio=ours[0] / bare[0]))
-            say(f"  {clients} clients: {ours[0]:.0f} vs bare {bare[0]:.0f} tps")
-            report.checks["chats claimed twice"] = conn.execute(
-                """select count(*) from (select chat_id from chatdesk.chat_events where reason = 'claim'
-                                          group by chat_id having count(*) > 1) d""").fetchone()[0]
-            report.checks["claimed chats without exactly one claim event"] = conn.execute(
-                """select count(*) from chatdesk.chats c
-                    where c.state_reason = 'claim'
-                      and (select count(*) from chatdesk.chat_events e
-                            where e.chat_id = c.id and e.reason = 'claim') <> 1""").fetchone()[0]
-            report.checks["operators over capacity"] = conn.execute(
-                "select count(*) from chatdesk.operator_load where assigned_chats > max_concurrent_chats").fetchone()[0]
-
-            say(f"rollup: {scale.messages} messages over {scale.days} days ...")
-            operators = [r[0] for r in conn.execute("select operator_id from bench.claimers order by n")]
-            history_days = scale.days * scale.history_factor
-            first = date(2026, 1, 1) + timedelta(days=history_days - scale.days)  # the recent `days` days
-            load_history(conn, scale, first, scale.days, operators)
-            # business hours, so the rollup's cost includes business time for every reply
-            conn.execute("""insert into chatdesk.business_hours (weekday, opens, closes)
-                            select d, '09:00', '17:00' from generate_series(1, 5) d on conflict do nothing""")
-            day = first + timedelta(days=scale.days // 2)
-            bounds = (f"{day} 00:00:00+00", f"{day + timedelta(days=1)} 00:00:00+00")
-            bare_s = timed(conn, BARE_GROUP_BY, bounds)
-            ours_s = timed(conn, "select chatdesk.rollup_operator_stats(%s)", (day,))
-            day_rows = conn.execute("select count(*) from chatdesk.messages where handled_by_operator_id is not null "
-                                    "and created_at >= %s and created_at < %s", bounds).fetchone()[0]
-            report.rows.append(Row("rollup one day", f"bare GROUP BY ({day_rows} operator messages)", 1,
-                                   avg_ms=bare_s * 1000))
-            report.rows.append(Row("rollup one day", "rollup_operator_stats", 1, avg_ms=ours_s * 1000,
-                                   ratio=ours_s / bare_s,
-                                   note="time ratio; the stats alone were <= 3, reports' metrics in business time added"))
-
-            loop_s = timed(conn, "select chatdesk.update_operator_stats(operator_id, %s) from bench.claimers", (day,), repeat=1)
-            started = time.perf_counter()
-            for op in operators:  # one remote call per operator, as the original cron endpoint did
-                conn.execute("select chatdesk.update_operator_stats(%s, %s)", (op, day))
-            remote_s = time.perf_counter() - started
-            report.rows.append(Row("original design", f"update_operator_stats x {len(operators)} calls", 1,
-                                   avg_ms=remote_s * 1000, ratio=remote_s / ours_s, note="time vs one rollup"))
-            report.rows.append(Row("original design", f"update_operator_stats x {len(operators)} in one statement", 1,
-                                   avg_ms=loop_s * 1000, ratio=loop_s / ours_s, note="time vs one rollup"))
-
-            span = (first.isoformat(), (first + timedelta(days=30)).isoformat())
-            _, rss = peak_rss_of_cli(conninfo, "rollup", "--from", span[0], "--to", span[1], "--json")
-            report.rows.append(Row("31-day backfill", "chatdesk rollup --from --to (peak RSS)", 1,
-                                   note=f"{rss:.0f} MB, target < 100 MB"))
-            report.checks["backfill peak RSS under 100 MB"] = rss < 100
-            # the month's report, as a support lead would ask for it (HTML with every chart)
-            # a queue sample a minute, as chatdesk schedule takes them
-            conn.execute("""insert into chatdesk.queue_samples (sampled_at, waiting, assigned, oldest_wait_seconds)
-                            select %s::timestamptz + g * interval '1 minute', g %% 40, g %% 25, g %% 600
-                              from generate_series(0, 31 * 24 * 60 - 1) g on conflict do nothing""",
-                         (f"{first} 00:00:00+00",))
-            html = workdir / "month.html"
-            seconds, rss = peak_rss_of_cli(conninfo, "report", "--from", span[0], "--to", span[1],
-                                           "--format", "html", "-o", str(html))
-            report.rows.append(Row("31-day report", f"chatdesk report --format html ({scale.messages} messages)", 1,
-                                   avg_ms=seconds * 1000,
-                                   note=f"{rss:.0f} MB; targets < 2 s, < 100 MB (a whole process, Python's start included)"))
-            report.checks["31-day report under 2 s"] = seconds < 2
-            report.checks["31-day report under 100 MB"] = rss < 100
-
-            say(f"rollup: ten times the history ({history_days} days) ...")
-            day_stats = """select operator_id, messages_sent, chats_handled, replies, reply_time_avg_seconds,
-                                  reply_time_p50_seconds, reply_time_p90_seconds
-                             from chatdesk.operator_daily_stats where stat_date = %s order by operator_id"""
-            before = conn.execute(day_stats, (day,)).fetchall()
-            load_history(conn, scale, date(2026, 1, 1), history_days - scale.days, operators)
-            ours_10x = timed(conn, "select chatdesk.rollup_operator_stats(%s)", (day,))
-            after = conn.execute(day_stats, (day,)).fetchall()
-            report.rows.append(Row("rollup one day", f"with {scale.history_factor}x the history", 1,
-                                   avg_ms=ours_10x * 1000, ratio=ours_10x / ours_s, note="growth, target <= 1.3"))
-            report.checks["the day's stats unchanged by older history"] = before == after and len(before) > 0
-
-            for what, unit, one, ten in growth(conn, conninfo, scale, workdir, options, say):
-                # throughput falls as cost grows: compare cost either way
-                factor = one / ten if unit == "tps" else ten / one
-                sizes = (f"{scale.growth_changes:,} -> {scale.growth_changes * 10:,} kept changes"
-                         if what.startswith("changes_since") else
-                         f"{scale.growth_base:,} -> {scale.growth_base * 10:,} "
-                         + ("queued chats" if what.startswith("claim") else "open chats"))
-                report.rows.append(Row("growth (10x)", f"{what}: {sizes}", max(scale.clients) if unit == "tps" else 1,
-                                       ratio=factor,
-                                       note=f"{one:.2f} -> {ten:.2f} {unit}; cost ratio, target <= 1.2"))
-                report.checks[f"{what} flat within 1.2x at 10x"] = factor <= 1.2
-                say(f"  {what}: {one:.2f} -> {ten:.2f} {unit}")
+            for name, (needs, section) in SECTIONS.items():
+                if only and name not in only:
+                    continue
+                if needs:
+                    bench.set_up(needs)
+                section(bench)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
     return report
-
 
 def render(report: Report) -> str:
     def f(value, fmt):

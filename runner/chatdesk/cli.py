@@ -400,14 +400,18 @@ def demo(database_url, seed, operators, users, demo_db, yes, keep, as_json, repo
 @click.option("--bench-db", default="chatdesk_bench", show_default=True, help="The database the benchmark creates.")
 @click.option("--yes", is_flag=True, help="Replace --bench-db if it already exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--only", multiple=True, metavar="SECTION",
+              help="Run only this section (repeatable): cpu, ingest, feed, migrate, claim, rollup, growth. "
+                   "The data it needs is set up anyway.")
 @click.pass_obj
-def bench(database_url, smoke, seconds, messages, synchronous_commit, bench_db, yes, as_json) -> None:
+def bench(database_url, smoke, seconds, messages, synchronous_commit, bench_db, yes, as_json, only) -> None:
     """How close each hot path comes to bare PostgreSQL, measured in one run on one server."""
     import dataclasses
 
     from chatdesk import bench as benchmark
     from chatdesk.scratch import scratch_database
 
+    benchmark.check_sections(only)
     scale = dataclasses.replace(benchmark.SMOKE if smoke else benchmark.Scale())
     if seconds:
         scale.seconds = seconds
@@ -415,7 +419,7 @@ def bench(database_url, smoke, seconds, messages, synchronous_commit, bench_db, 
         scale.messages = messages
     say = _quiet if as_json else _to_stderr
     with scratch_database(database_url, bench_db, replace=yes, keep=False, say=say, purpose="bench") as url:
-        report = benchmark.run(url, scale, say=say, synchronous_commit=synchronous_commit)
+        report = benchmark.run(url, scale, say=say, synchronous_commit=synchronous_commit, only=only)
     if as_json:
         click.echo(json.dumps({"rows": [dataclasses.asdict(r) for r in report.rows],
                                "checks": report.checks, "settings": report.settings}, indent=2))
