@@ -66,22 +66,14 @@ stable
 security definer  -- reads operators past row-level security (the policies call it)
 set search_path = chatdesk, pg_temp
 as $$
-declare
-    v_sub uuid;
 begin
     -- The operator a web caller is (null for anyone else, or no match).
     -- PL/pgSQL rather than SQL, here and in web_real_user_id: PostgreSQL
     -- plans a security definer SQL function's query afresh on every call
     -- (about 50 µs, on every web call and in every policy), PL/pgSQL once
     -- per session.
-    if not chatdesk.is_web_caller() then
-        return null;
-    end if;
-    v_sub := chatdesk.jwt_subject();
-    if v_sub is null then
-        return null;
-    end if;
-    return (select o.id from chatdesk.operators o where o.auth_user_id = v_sub);
+    return (select o.id from chatdesk.operators o
+             where chatdesk.is_web_caller() and o.auth_user_id = chatdesk.jwt_subject());
 end;
 $$;
 
@@ -92,18 +84,10 @@ stable
 security definer  -- reads real_users past row-level security (the policies call it)
 set search_path = chatdesk, pg_temp
 as $$
-declare
-    v_sub uuid;
 begin
     -- The real user a web caller is (null for anyone else, or no match).
-    if not chatdesk.is_web_caller() then
-        return null;
-    end if;
-    v_sub := chatdesk.jwt_subject();
-    if v_sub is null then
-        return null;
-    end if;
-    return (select u.id from chatdesk.real_users u where u.auth_user_id = v_sub);
+    return (select u.id from chatdesk.real_users u
+             where chatdesk.is_web_caller() and u.auth_user_id = chatdesk.jwt_subject());
 end;
 $$;
 
