@@ -53,8 +53,10 @@ def test_a_late_committer_is_delivered_in_its_place_exactly_once(db_url):
 
 
 def test_concurrent_writers_and_a_following_reader(db_url):
-    """8 writers for 4 s; a reader follows with the Python API. It gets every
-    change once, in feed order, and each chat's sequence without a gap."""
+    """8 writers for 4 s (longer, up to 30 s, until they have written 250
+    changes: deadlocks between them cost a second each on a slow machine); a
+    reader follows with the Python API. It gets every change once, in feed
+    order, and each chat's sequence without a gap."""
     with connect(db_url) as conn:
         ops = [conn.execute("select create_operator(%s, 5)", (f"op{i}",)).fetchone()[0] for i in range(4)]
         user = conn.execute("select create_real_user('u')").fetchone()[0]
@@ -63,24 +65,33 @@ def test_concurrent_writers_and_a_following_reader(db_url):
     feed = Feed(db_url, poll=0.05)
     reader = threading.Thread(target=lambda: delivered.extend(feed), daemon=True)
     reader.start()
-    deadline = time.monotonic() + 4
+    deadline, last_call = time.monotonic() + 4, time.monotonic() + 30
+    written = []  # one entry per committed transaction's changes (appends are atomic)
+
+    def busy() -> bool:
+        now = time.monotonic()
+        return now < deadline or (sum(written) < 250 and now < last_call)
 
     def writer(index):
         rng = random.Random(index)
         with connect(db_url) as conn:
-            while time.monotonic() < deadline:
+            while busy():
+                changes = 0
                 try:
                     with conn.transaction():  # a few changes per transaction, sometimes held open a while
                         for _ in range(rng.randint(1, 3)):
                             if rng.random() < 0.6:
                                 conn.execute("select send_user_message(%s, 'q')", (rng.choice(chats),))
+                                changes += 1
                             else:
                                 op = rng.choice(ops)
                                 chat = conn.execute("select claim_next_chat(%s)", (op,)).fetchone()[0]
                                 if chat:
                                     conn.execute("select * from send_operator_message(%s, %s, 'a')", (chat, op))
+                                    changes += 2
                         if rng.random() < 0.1:
                             time.sleep(0.05)
+                    written.append(changes)
                 except psycopg.Error as error:
                     assert error.sqlstate in (AT_CAPACITY, NOT_ASSIGNEE, "40P01"), error
 
