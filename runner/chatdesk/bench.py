@@ -20,6 +20,7 @@ and pushing millions of rows through the rules would measure the loader.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -333,6 +334,8 @@ COST_SEND = {
     "operator": "select message_id from chatdesk.send_operator_message(%s, %s, 'happy to help', null, %s)",
     "bare": """insert into bench.bare_messages (id, chat_id, sender_type, body, created_at)
                values (nextval('bench.bare_messages_seq'), %s, 'real_user', 'hello, is anyone there?', now())""",
+    "legacy": """insert into bench.legacy_messages (chat_id, sender_type, body)
+                 values (%s, 'real_user', 'hello, is anyone there?')""",
 }
 
 
@@ -469,10 +472,25 @@ LADDER = (
 )
 
 
-def install_rung(conn: psycopg.Connection, body: str) -> None:
-    conn.execute(f"""create or replace function chatdesk.messages__accept()
-                     returns trigger language plpgsql security definer set search_path = chatdesk, pg_temp
-                     as $rung$ declare v_chat chatdesk.chats%rowtype; begin {body} return new; end $rung$""")
+@contextlib.contextmanager
+def swapped(conn: psycopg.Connection, function: str, cut: Callable[[str], str]):
+    """`function` (a regprocedure, e.g. 'chatdesk.messages__accept()')
+    replaced for the block by cut(its real definition), then put back."""
+    real = conn.execute("select pg_get_functiondef(%s::regprocedure)", (function,)).fetchone()[0]
+    conn.execute(cut(real))
+    try:
+        yield
+    finally:
+        conn.execute(real)
+
+
+def rung(steps: int) -> str:
+    """The message trigger cut to the ladder's first `steps` rungs (a
+    definition for swapped(), which passes it the real one)."""
+    body = "".join(step for _, step in LADDER[:steps])
+    return f"""create or replace function chatdesk.messages__accept()
+               returns trigger language plpgsql security definer set search_path = chatdesk, pg_temp
+               as $rung$ declare v_chat chatdesk.chats%rowtype; begin {body} return new; end $rung$"""
 
 
 def ladder(conn: psycopg.Connection, conninfo: str, scale: Scale, options: str) -> list[tuple[str, float | None]]:
@@ -481,19 +499,12 @@ def ladder(conn: psycopg.Connection, conninfo: str, scale: Scale, options: str) 
     up to the real one."""
     pairs = conn.execute("select chat_id from bench.chats order by n").fetchall()
     params = (pairs * (scale.cost_calls // len(pairs) + 1))[:scale.cost_calls]
-    legacy = """insert into bench.legacy_messages (chat_id, sender_type, body)
-                values (%s, 'real_user', 'hello, is anyone there?')"""
     rungs = [("bare INSERT", cpu_per_call_us(conninfo, options, COST_SEND["bare"], params)),
-             ("what users run today (two counter triggers)", cpu_per_call_us(conninfo, options, legacy, params))]
-    real = conn.execute("select pg_get_functiondef('chatdesk.messages__accept()'::regprocedure)").fetchone()[0]
-    body = ""
-    try:
-        for rung, step in LADDER:
-            body += step
-            install_rung(conn, body)
-            rungs.append((rung, cpu_per_call_us(conninfo, options, COST_SEND["user"], params)))
-    finally:
-        conn.execute(real)
+             ("what users run today (two counter triggers)",
+              cpu_per_call_us(conninfo, options, COST_SEND["legacy"], params))]
+    for steps, (name, _) in enumerate(LADDER, start=1):
+        with swapped(conn, "chatdesk.messages__accept()", lambda _: rung(steps)):
+            rungs.append((name, cpu_per_call_us(conninfo, options, COST_SEND["user"], params)))
     rungs.append(("everything (the real trigger)", cpu_per_call_us(conninfo, options, COST_SEND["user"], params)))
     conn.execute("select count(*) from chatdesk.verify_counters(true)")  # the cut-down rungs kept no counters
     return rungs
@@ -722,8 +733,6 @@ def feed_reader_memory(conninfo: str, changes: int) -> tuple[float, float, float
     return early, late, time.perf_counter() - started
 
 
-# -- the whole run -------------------------------------------------------------------
-
 # -- the whole run, section by section -----------------------------------------------
 
 @dataclass
@@ -800,7 +809,6 @@ def contract_change(b: Bench) -> None:
     own synchronous_commit)."""
     conn, conninfo, scale, options, workdir, report, say = b.unpack()
     clients = max(scale.clients)
-    real = conn.execute("select pg_get_functiondef('chatdesk.messages__accept()'::regprocedure)").fetchone()[0]
 
     def pgbench(script: str, run_options: str) -> tuple[float, float, float]:
         return run_pgbench(conninfo, script.format(**b.fill), clients, scale.seconds, workdir, run_options)
@@ -809,12 +817,9 @@ def contract_change(b: Bench) -> None:
             ("", options, "bare INSERT", BARE_USER),
             (" (server's synchronous_commit)", "", "what users run today (two counter triggers)", LEGACY_USER)):
         tps = {baseline: pgbench(script, run_options), "chatdesk": pgbench(CHATDESK_USER, run_options)}
-        for change, rungs in CONTRACT_CHANGES:
-            install_rung(conn, "".join(step for _, step in LADDER[:rungs]))
-            try:
+        for change, steps in CONTRACT_CHANGES:
+            with swapped(conn, "chatdesk.messages__accept()", lambda _: rung(steps)):
                 tps[change] = pgbench(CHATDESK_USER, run_options)
-            finally:
-                conn.execute(real)
         conn.execute("select count(*) from chatdesk.verify_counters(true)")  # the cut-down triggers kept no counters
         for variant, result in tps.items():
             report.rows.append(Row("message ingest, user messages" + label, variant, clients, *result,
@@ -833,10 +838,10 @@ def ingest_section(b: Bench) -> None:
                "chatdesk": mixed(CHATDESK_USER, CHATDESK_OPERATOR).format(**fill)}
 
     def ingest(clients: int, run_options: str, label: str = "") -> None:
-        tps = {}
-        for variant, script in scripts.items():
-            tps[variant] = result = run_pgbench(conninfo, script, clients, scale.seconds, workdir, run_options)
-            bare, legacy = tps["bare INSERT"][0], tps.get("what users run today (two counter triggers)", (None,))[0]
+        tps = {variant: run_pgbench(conninfo, script, clients, scale.seconds, workdir, run_options)
+               for variant, script in scripts.items()}
+        bare, legacy, _ = (result[0] for result in tps.values())
+        for variant, result in tps.items():
             report.rows.append(Row(
                 "message ingest" + label, variant, clients, *result,
                 ratio=None if variant == "bare INSERT" else result[0] / bare,
@@ -951,12 +956,8 @@ def claim_section(b: Bench) -> None:
     # What a contract change would give: claims (every state change, in
     # fact) without their chat_events row and change-feed row. After the
     # checks above, which these claims would fail.
-    real = conn.execute("select pg_get_functiondef('chatdesk.chats__guard_state()'::regprocedure)").fetchone()[0]
-    conn.execute(without_event_and_feed_rows(real))
-    try:
+    with swapped(conn, "chatdesk.chats__guard_state()", without_event_and_feed_rows):
         cut = claims(CHATDESK_CLAIM)
-    finally:
-        conn.execute(real)
     report.rows.append(Row("claim next chat", "chatdesk without the event and feed rows (a contract change)",
                            clients, *cut, ratio=cut[0] / bare[0]))
     say(f"  {clients} clients, without the event and feed rows: {cut[0]:.0f} tps")
