@@ -22,9 +22,34 @@ begin
             errcode = '23514',
             message = format('chatdesk: feed_retention %L must be an interval from 1 minute to 365 days', new.value);
     end if;
+    -- max_open_chats_per_user: how many chats that are not closed one real
+    -- user may have (start_chat and a reopening message refuse more: CD007).
+    if new.key = 'max_open_chats_per_user' and (new.value !~ '^[0-9]{1,3}$' or new.value::int not between 1 and 100) then
+        raise exception using
+            errcode = '23514',
+            message = format('chatdesk: max_open_chats_per_user %L must be a whole number from 1 to 100', new.value);
+    end if;
+    -- first_response_target: the reports' first-response goal, 10 seconds to 24 hours.
+    if new.key = 'first_response_target'
+       and (new.value !~ '^[0-9a-z :.-]+$' or not chatdesk.is_interval_between(new.value, '10 seconds', '24 hours')) then
+        raise exception using
+            errcode = '23514',
+            message = format('chatdesk: first_response_target %L must be an interval from 10 seconds to 24 hours', new.value);
+    end if;
     return new;
 end;
 $$;
+
+create or replace function chatdesk.max_open_chats_per_user()
+returns int
+language sql
+stable
+as $$
+    select coalesce((select value::int from chatdesk.settings where key = 'max_open_chats_per_user'), 3);
+$$;
+
+comment on function chatdesk.max_open_chats_per_user() is
+    'How many chats that are not closed one real user may have (settings.max_open_chats_per_user, default 3).';
 
 create or replace function chatdesk.is_interval_between(p_text text, p_low interval, p_high interval)
 returns boolean

@@ -142,6 +142,17 @@ as $$
                 then split_part(current_setting('chatdesk.operator_scope', true), ' ', 1)::uuid end;
 $$;
 
+create or replace function chatdesk.is_unscoped_backend()
+returns boolean
+language sql
+stable
+as $$
+    -- A backend acting for everyone: not a web caller (a role that inherits
+    -- both chatdesk_app and chatdesk_web is one) and not narrowed to an
+    -- operator by act_as_operator(). The backend policies' "everything".
+    select not chatdesk.is_web_caller() and chatdesk.current_operator_id() is null;
+$$;
+
 create or replace function chatdesk.authorize(p_action text, p_as text, p_id uuid default null)
 returns void
 language plpgsql
@@ -205,11 +216,17 @@ language sql
 immutable
 parallel safe
 as $$
-    -- True when p_text has nothing a person can see: only whitespace (ASCII
-    -- and Unicode: U+00A0, U+2000..U+200A, U+3000 ...) and invisible format
-    -- characters (U+200B..U+200F, U+2060..U+2064, U+FEFF ...). Null is blank.
+    -- True when p_text has nothing a person can see. Invisible, by Unicode
+    -- category: control (Cc), format (Cf: U+200B, U+FEFF, the Egyptian and
+    -- musical format controls ...) and space separators (Zs, Zl, Zp); and the
+    -- variation selectors (U+FE00..FE0F, U+E0100..E01EF, Mongolian FVS), the
+    -- whole tag block (U+E0000..E007F), the Hangul fillers, U+034F, U+17B4/5
+    -- and the blank braille pattern U+2800. PostgreSQL's regular expressions
+    -- know no categories: the class below is generated from Python's
+    -- unicodedata, and tests/test_bad_input.py checks every code point of it
+    -- against that (and prints the class anew when Unicode grows). Null is blank.
     select p_text is null
-        or p_text !~ '[^\s\u0085\u00a0\u00ad\u034f\u061c\u115f\u1160\u1680\u17b4\u17b5\u180b-\u180e\u2000-\u200f\u2028-\u202f\u205f-\u206f\u2800\u3000\u3164\ufe00-\ufe0f\ufeff\uffa0]';
+        or p_text !~ '[^\u0001-\u0020\u007f-\u00a0\u00ad\u034f\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u115f-\u1160\u1680\u17b4-\u17b5\u180b-\u180f\u2000-\u200f\u2028-\u202f\u205f-\u2064\u2066-\u206f\u2800\u3000\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U00013438\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e007f\U000e0100-\U000e01ef]';
 $$;
 
 comment on function chatdesk.act_as_operator(uuid) is

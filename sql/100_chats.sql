@@ -39,8 +39,9 @@ returns trigger
 language plpgsql
 as $$
 declare
-    v_event text;
-    v_op    chatdesk.operators%rowtype;
+    v_event    text;
+    v_op       chatdesk.operators%rowtype;
+    v_audience chatdesk.chats;
 begin
     -- Fires when chat_state or the assignee changes, from any source. The
     -- change must name its event in state_reason (chatdesk's functions and
@@ -134,8 +135,14 @@ begin
     insert into chatdesk.chat_events (chat_id, from_state, to_state, operator_id, reason, created_at)
     values (old.id, old.chat_state, new.chat_state,
             coalesce(new.assigned_operator_id, old.assigned_operator_id), v_event, chatdesk.clock());
+    -- The feed row is seen by the operator who holds the chat after the
+    -- change, or, for the change that ends a hold (answered and handed back,
+    -- released, idle, closed), by the operator who held it: an operator's
+    -- view of a chat ends with that change.
     new.change_seq := new.change_seq + 1;
-    new.change_tx := chatdesk.publish_change(new, 'chat', null, old.chat_state);
+    v_audience := new;
+    v_audience.assigned_operator_id := coalesce(new.assigned_operator_id, old.assigned_operator_id);
+    new.change_tx := chatdesk.publish_change(v_audience, 'chat', null, old.chat_state);
     return new;
 end;
 $$;

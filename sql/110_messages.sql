@@ -144,6 +144,10 @@ begin
     v_chat.change_tx := chatdesk.publish_change(v_chat, 'message', new.id, null);
 
     if new.sender_type = 'real_user' then
+        -- reopening a closed chat opens one more of the user's chats
+        if v_chat.chat_state = 'closed' then
+            perform chatdesk.check_open_chats(v_chat.real_user_id, v_chat.id);
+        end if;
         -- where the state table sends a chat on a user message (null: it stays)
         select t.to_state into v_next from chatdesk.state_transitions t
          where t.event = 'user_message' and t.from_state = v_chat.chat_state;

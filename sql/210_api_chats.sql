@@ -2,6 +2,38 @@
 -- API: chats and messages. The rules themselves live in the triggers
 -- (110_messages.sql, 100_chats.sql); these are the friendly front doors.
 -- ---------------------------------------------------------------------------
+create or replace function chatdesk.check_open_chats(p_real_user_id uuid, p_chat_id uuid)
+returns void
+language plpgsql
+as $$
+declare
+    v_open int;
+    v_max  int := chatdesk.max_open_chats_per_user();
+begin
+    -- The one rule of how many chats one real user may have open (not
+    -- closed): refuses one more, a new chat (p_chat_id null) or a closed chat
+    -- p_chat_id reopened by a message, when the user already has
+    -- max_open_chats_per_user (CD007); an unknown user is 23503. Locks the
+    -- user's row until commit, so the user's concurrent starts and reopenings
+    -- are counted one at a time (a message's caller holds the chat's lock
+    -- first: chat, then user, never the other way round).
+    perform 1 from chatdesk.real_users u where u.id = p_real_user_id for no key update;
+    if not found then
+        raise exception using errcode = '23503',
+            message = format('chatdesk: real user %s does not exist', coalesce(p_real_user_id::text, 'null'));
+    end if;
+    select count(*) into v_open from chatdesk.chats c
+     where c.real_user_id = p_real_user_id and c.chat_state <> 'closed';
+    if v_open >= v_max then
+        raise exception using errcode = 'CD007',
+            message = format('chatdesk: real user %s already has %s open chats (max_open_chats_per_user %s)%s',
+                             p_real_user_id, v_open, v_max,
+                             coalesce('; chat ' || p_chat_id || ' stays closed', '')),
+            hint = 'Close one of them, or write to one that is open.';
+    end if;
+end;
+$$;
+
 create or replace function chatdesk.start_chat(p_real_user_id uuid)
 returns uuid
 language plpgsql
@@ -13,12 +45,10 @@ declare
     v_id uuid;
 begin
     -- A new chat in waiting_real_user_reply. Refuses an unknown user
-    -- (23503), and anyone but that user or a backend (42501).
+    -- (23503), anyone but that user or a backend (42501), and a user who
+    -- already has max_open_chats_per_user chats that are not closed (CD007).
     perform chatdesk.authorize('start a chat', 'real user', p_real_user_id);
-    if p_real_user_id is null or not exists (select 1 from chatdesk.real_users where id = p_real_user_id) then
-        raise exception using errcode = '23503',
-            message = format('chatdesk: real user %s does not exist', coalesce(p_real_user_id::text, 'null'));
-    end if;
+    perform chatdesk.check_open_chats(p_real_user_id, null);
     insert into chatdesk.chats (real_user_id) values (p_real_user_id) returning id into v_id;
     return v_id;
 end;
@@ -61,6 +91,17 @@ $$;
 comment on function chatdesk.send_user_message(uuid, text, text) is
     'The user''s message (returns its id); a retry with the same client id returns the first message''s id and writes nothing.';
 
+create or replace function chatdesk.holds_chat(p_chat_id uuid, p_operator_id uuid)
+returns boolean
+language sql
+stable
+as $$
+    -- Whether operator p_operator_id holds chat p_chat_id now (no lock: a
+    -- first look; the message trigger decides under the chat's lock).
+    select exists (select 1 from chatdesk.chats c
+                    where c.id = p_chat_id and c.chat_state = 'assigned' and c.assigned_operator_id = p_operator_id);
+$$;
+
 create or replace function chatdesk.send_operator_message(
     p_chat_id uuid, p_operator_id uuid, p_body text,
     p_client_message_id text default null, p_seen_message_id bigint default null)
@@ -82,7 +123,27 @@ begin
     -- chat goes back to waiting_real_user_reply. A retry with the same client
     -- id returns the first message, even after the chat has moved on. Only
     -- that operator, or a backend, may act as p_operator_id (42501).
+    --
+    -- For a web caller (docs/contract.md): p_seen_message_id is required
+    -- (23514), or a client that leaves it out would give up the reply race;
+    -- a chat it does not hold is refused (CD001) before any lock, unless this
+    -- is a retry of its own; a retry of a chat it no longer holds returns
+    -- the message id alone, nothing of the chat's present.
     perform chatdesk.authorize('write messages', 'operator', p_operator_id);
+    if chatdesk.is_web_caller() then
+        if p_seen_message_id is null then
+            raise exception using errcode = '23514',
+                message = format('chatdesk: operator %s must pass p_seen_message_id (the newest message it has seen of chat %s)',
+                                 p_operator_id, coalesce(p_chat_id::text, 'null')),
+                hint = 'Without it the answer would hand the chat back even if the user wrote meanwhile.';
+        end if;
+        if not chatdesk.holds_chat(p_chat_id, p_operator_id)
+           and not exists (select 1 from chatdesk.messages m
+                            where m.chat_id = p_chat_id and m.client_message_id = p_client_message_id
+                              and m.sender_type = 'operator' and m.handled_by_operator_id = p_operator_id) then
+            perform chatdesk.refuse_not_assignee(null, p_chat_id, p_operator_id, 'write to');
+        end if;
+    end if;
     insert into chatdesk.messages (chat_id, sender_type, handled_by_operator_id, body,
                                    client_message_id, seen_message_id)
     values (p_chat_id, 'operator', p_operator_id, p_body, p_client_message_id, p_seen_message_id)
@@ -103,7 +164,13 @@ begin
            and m.sender_type = 'operator' and m.handled_by_operator_id = p_operator_id;
     end if;
     -- a retry: the first message, the chat as it is now, and whether the user
-    -- had written after what the operator saw when the first one was sent
+    -- had written after what the operator saw when the first one was sent;
+    -- for a web operator that no longer holds the chat, the message id alone
+    if chatdesk.is_web_caller() and not chatdesk.holds_chat(p_chat_id, p_operator_id) then
+        message_id := v_id;
+        return next;
+        return;
+    end if;
     return query
     select v_id,
            c.chat_state,
@@ -119,6 +186,19 @@ $$;
 comment on function chatdesk.send_operator_message(uuid, uuid, text, text, bigint) is
     'The assignee''s answer: message id, the chat''s state after it, and whether the user wrote after p_seen_message_id.';
 
+create or replace function chatdesk.web_may_close(p_chat chatdesk.chats)
+returns boolean
+language sql
+stable
+as $$
+    -- Whether a web caller may close chat p_chat: a chat of its own real
+    -- user, or the chat it holds now. False for no chat (a row of nulls), and
+    -- for a caller who is nobody: every comparison with a null identity fails.
+    select coalesce(p_chat.real_user_id = chatdesk.web_real_user_id()
+                    or (p_chat.chat_state = 'assigned' and p_chat.assigned_operator_id = chatdesk.web_operator_id()),
+                    false);
+$$;
+
 create or replace function chatdesk.close_chat(p_chat_id uuid)
 returns void
 language plpgsql
@@ -131,25 +211,32 @@ declare
 begin
     -- Closes a chat from any open state. A later user message reopens it.
     -- Refuses an unknown chat (23503) and a chat that is already closed
-    -- (CD002). A web caller may close its own user's chats and the chats
-    -- assigned to it (42501 otherwise, the same answer for an unknown chat);
-    -- a backend narrowed to an operator, only that operator's chats (CD001).
-    select * into v_chat from chatdesk.chats c where c.id = p_chat_id for no key update;
+    -- (CD002). A web caller may close its own user's chats and the chat it
+    -- holds now (web_may_close); anything else, an unknown chat included, is
+    -- refused with 42501 before any lock is taken, and again under the lock
+    -- should the chat have moved meanwhile. A backend narrowed to an
+    -- operator closes only that operator's chats (CD001).
     if chatdesk.is_web_caller() then
-        if not found or (v_chat.real_user_id is distinct from chatdesk.web_real_user_id()
-                         and v_chat.assigned_operator_id is distinct from chatdesk.web_operator_id()) then
+        select * into v_chat from chatdesk.chats c where c.id = p_chat_id;
+        if chatdesk.web_may_close(v_chat) then
+            select * into v_chat from chatdesk.chats c where c.id = p_chat_id for no key update;
+        end if;
+        if not chatdesk.web_may_close(v_chat) then
             raise exception using errcode = '42501',
                 message = format('chatdesk: %s may not close chat %s',
                                  chatdesk.web_caller_name(), coalesce(p_chat_id::text, 'null'));
         end if;
-    elsif not found then
-        raise exception using errcode = '23503',
-            message = format('chatdesk: chat %s does not exist', coalesce(p_chat_id::text, 'null'));
-    elsif chatdesk.current_operator_id() is not null
-          and v_chat.assigned_operator_id is distinct from chatdesk.current_operator_id() then
-        raise exception using errcode = 'CD001',
-            message = format('chatdesk: operator %s is not the assignee of chat %s and cannot close it',
-                             chatdesk.current_operator_id(), p_chat_id);
+    else
+        select * into v_chat from chatdesk.chats c where c.id = p_chat_id for no key update;
+        if not found then
+            raise exception using errcode = '23503',
+                message = format('chatdesk: chat %s does not exist', coalesce(p_chat_id::text, 'null'));
+        elsif chatdesk.current_operator_id() is not null
+              and v_chat.assigned_operator_id is distinct from chatdesk.current_operator_id() then
+            raise exception using errcode = 'CD001',
+                message = format('chatdesk: operator %s is not the assignee of chat %s and cannot close it',
+                                 chatdesk.current_operator_id(), p_chat_id);
+        end if;
     end if;
     if v_chat.chat_state = 'closed' then
         raise exception using errcode = 'CD002',

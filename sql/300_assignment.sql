@@ -109,6 +109,10 @@ begin
     -- (42501). A web caller hears only "not the assignee" about chats it does
     -- not hold, unknown ones included.
     perform chatdesk.authorize('release chats', 'operator', p_operator_id);
+    -- a web caller is refused a chat it does not hold before any lock is taken
+    if chatdesk.is_web_caller() and not chatdesk.holds_chat(p_chat_id, p_operator_id) then
+        perform chatdesk.refuse_not_assignee(null, p_chat_id, p_operator_id, 'release');
+    end if;
     select * into v_chat from chatdesk.chats where id = p_chat_id for no key update;
     if v_chat.assigned_operator_id is distinct from p_operator_id then
         perform chatdesk.refuse_not_assignee(v_chat, p_chat_id, p_operator_id, 'release');

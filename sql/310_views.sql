@@ -13,3 +13,16 @@ select o.id as operator_id,
 
 comment on view chatdesk.operator_load is
     'Each operator''s current load (assigned chats) against max_concurrent_chats, and last activity.';
+
+create or replace view chatdesk.chat_operators with (security_barrier = true) as
+select c.id as chat_id,
+       o.id as operator_id,
+       o.name
+  from chatdesk.chats c
+  join chatdesk.operators o on o.id = c.assigned_operator_id
+ where c.chat_state = 'assigned'
+   and (c.real_user_id = (select chatdesk.web_real_user_id())
+        or c.assigned_operator_id = (select chatdesk.web_operator_id()));
+
+comment on view chatdesk.chat_operators is
+    'For web callers: the operator assigned now to each of the caller''s chats, id and name only ("You''re chatting with Ada"): a visitor''s chats, or an operator''s own.';

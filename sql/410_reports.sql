@@ -35,9 +35,11 @@ $$;
 
 create or replace function chatdesk.business_clock(p_times timestamptz[])
 returns table (at timestamptz, seconds numeric)
-language sql
+language plpgsql
 stable
 as $$
+#variable_conflict use_column
+begin
     -- For each distinct time in p_times, the business seconds before it,
     -- counted from a common origin: the business time between two of them is
     -- the difference. Business hours are chatdesk.business_hours' windows in
@@ -46,7 +48,16 @@ as $$
     -- of that date, so a window on a daylight-saving day is as long as the
     -- clock on the wall says (a window over the change is an hour shorter or
     -- longer). One sort of the times and the windows together: set-based,
-    -- for the rollup's thousands of times at once.
+    -- for the rollup's thousands of times at once. Its cost grows with the
+    -- days between the earliest and the latest time: an infinite time, or
+    -- more than 100 years between them, is refused (23514).
+    if exists (select 1 from unnest(p_times) t where not isfinite(t))
+       or (select max(t) - min(t) from unnest(p_times) t) > interval '100 years' then
+        raise exception using errcode = '23514',
+            message = format('chatdesk: business time is counted over at most 100 years of finite times, not from %s to %s',
+                             (select min(t) from unnest(p_times) t), (select max(t) from unnest(p_times) t));
+    end if;
+    return query
     with zone as (
         select chatdesk.stats_time_zone() as name
     ), span as (
@@ -83,6 +94,7 @@ as $$
                                  then extract(epoch from t - last_open) else 0 end
       from swept
      where kind = 0;
+end;
 $$;
 
 comment on function chatdesk.business_clock(timestamptz[]) is

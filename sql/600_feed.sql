@@ -70,6 +70,9 @@ begin
             message = format('chatdesk: %L is not a change-feed cursor (the cursor column of changes_since)', p_cursor);
     end if;
     return row(true, split_part(p_cursor, ':', 1)::xid8, split_part(p_cursor, ':', 2)::bigint)::chatdesk.changes_horizon;
+exception when numeric_value_out_of_range or invalid_text_representation then  -- 19 digits past bigint or xid8
+    raise exception using errcode = '23514',
+        message = format('chatdesk: %L is not a change-feed cursor (the cursor column of changes_since)', p_cursor);
 end;
 $$;
 
@@ -92,17 +95,33 @@ returns table (cursor text, kind text, chat_id uuid, message_id bigint, chat_sta
                created_at timestamptz, chat_seq int)
 language plpgsql
 stable
+security definer  -- reads the feed's table, which web callers may not read; scopes every caller itself
+set search_path = chatdesk, pg_temp
 as $$
 #variable_conflict use_column
 declare
-    v_from    chatdesk.changes_horizon := chatdesk.parse_cursor(p_cursor);
-    v_horizon chatdesk.changes_horizon;
+    v_from     chatdesk.changes_horizon := chatdesk.parse_cursor(p_cursor);
+    v_horizon  chatdesk.changes_horizon;
+    v_bound    xid8 := pg_snapshot_xmin(pg_current_snapshot());
+    v_operator uuid;
+    v_user     uuid;
 begin
     -- The changes committed after p_cursor (null: from the oldest kept),
     -- oldest first, at most p_limit (1 to 10000), only those the caller may
-    -- see (row-level security on chatdesk.changes: this runs as the caller).
-    -- Pass the last row's cursor to get the next ones. A cursor older than
-    -- what the feed keeps is refused (CD006).
+    -- see. Pass the last row's cursor to get the next ones. A cursor older
+    -- than what the feed keeps is refused (CD006).
+    --
+    -- Who sees what (docs/contract.md, "Who may do what"):
+    --   a web visitor          its own chats' changes;
+    --   a web operator, or a   the changes of the chats it holds, up to and
+    --   backend acting for     including the one that ends its hold
+    --   one (act_as_operator)  (changes.operator_id), and the queue's
+    --                          comings and goings (a chat change into or out
+    --                          of waiting_assignment);
+    --   a backend              everything;
+    --   any other web caller   nothing.
+    -- Each audience is read through its own index in feed order, so a poll
+    -- costs the caller's own changes after its cursor, never the feed's size.
     if p_limit is null or p_limit not between 1 and 10000 then
         raise exception using errcode = '23514',
             message = format('chatdesk: changes_since takes 1 to 10000 rows at a time, not %s',
@@ -114,26 +133,74 @@ begin
             message = format('chatdesk: cursor %s is older than the change feed keeps (feed_retention)', p_cursor),
             hint = 'Resynchronise: take chatdesk.feed_position(), read the tables, then continue from that position.';
     end if;
+
+    if chatdesk.is_web_caller() then
+        v_operator := chatdesk.web_operator_id();
+        v_user := chatdesk.web_real_user_id();
+        if v_operator is null and v_user is null then
+            return;
+        end if;
+    else
+        v_operator := chatdesk.current_operator_id();
+        if v_operator is null then
+            return query
+            select c.tx || ':' || c.id, c.kind, c.chat_id, c.message_id, c.chat_state, c.created_at, c.chat_seq
+              from chatdesk.changes c
+             where (c.tx, c.id) > (v_from.tx, v_from.id) and c.tx < v_bound
+             order by c.tx, c.id
+             limit p_limit;
+            return;
+        end if;
+    end if;
+
+    -- The caller's audiences, each its first p_limit rows through its index;
+    -- UNION: a claim is both the queue's and its operator's change.
     return query
-    select c.tx || ':' || c.id, c.kind, c.chat_id, c.message_id, c.chat_state, c.created_at, c.chat_seq
-      from chatdesk.changes c
-     where (c.tx, c.id) > (v_from.tx, v_from.id)
-       and c.tx < pg_snapshot_xmin(pg_current_snapshot())
-     order by c.tx, c.id
+    select f.tx || ':' || f.id, f.kind, f.chat_id, f.message_id, f.chat_state, f.created_at, f.chat_seq
+      from ((select c.tx, c.id, c.kind, c.chat_id, c.message_id, c.chat_state, c.created_at, c.chat_seq
+               from chatdesk.changes c
+              where c.real_user_id = v_user
+                and (c.tx, c.id) > (v_from.tx, v_from.id) and c.tx < v_bound
+              order by c.tx, c.id
+              limit p_limit)
+            union
+            (select c.tx, c.id, c.kind, c.chat_id, c.message_id, c.chat_state, c.created_at, c.chat_seq
+               from chatdesk.changes c
+              where c.operator_id = v_operator
+                and (c.tx, c.id) > (v_from.tx, v_from.id) and c.tx < v_bound
+              order by c.tx, c.id
+              limit p_limit)
+            union
+            (select c.tx, c.id, c.kind, c.chat_id, c.message_id, c.chat_state, c.created_at, c.chat_seq
+               from chatdesk.changes c
+              where v_operator is not null
+                and c.kind = 'chat' and (c.chat_state = 'waiting_assignment' or c.from_state = 'waiting_assignment')
+                and (c.tx, c.id) > (v_from.tx, v_from.id) and c.tx < v_bound
+              order by c.tx, c.id
+              limit p_limit)) f
+     order by f.tx, f.id
      limit p_limit;
 end;
 $$;
 
 create or replace function chatdesk.feed_position()
 returns text
-language sql
+language plpgsql
 stable
+security definer  -- reads the feed's table, which web callers may not read
+set search_path = chatdesk, pg_temp
 as $$
-    -- The cursor of the newest change readable now (of those the caller may
-    -- see): read the tables after taking it, then follow changes_since from it.
-    select coalesce((select c.tx || ':' || c.id from chatdesk.changes c
+begin
+    -- The feed's current position: the cursor of the newest change readable
+    -- now (at least the pruned horizon). Take it, read the tables, then
+    -- follow changes_since from it: every caller gets the same position, and
+    -- what comes after it is scoped by changes_since. One step back along
+    -- the primary key, whatever the feed's size and whoever calls.
+    return coalesce((select c.tx || ':' || c.id from chatdesk.changes c
                       where c.tx < pg_snapshot_xmin(pg_current_snapshot())
-                      order by c.tx desc, c.id desc limit 1), '0:0');
+                      order by c.tx desc, c.id desc limit 1),
+                    (select h.tx || ':' || h.id from chatdesk.changes_horizon h));
+end;
 $$;
 
 create or replace function chatdesk.feed_retention()

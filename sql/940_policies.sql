@@ -6,7 +6,15 @@
 -- statement, not once per row. Fail closed: no identity, no rows.
 -- "Assigned to X" is written chat_state = 'assigned' and
 -- assigned_operator_id = X (the same rows: chats_assignee_check), so that it
--- reads chats_assigned_idx instead of every chat.
+-- reads chats_assigned_idx instead of every chat. A table read through the
+-- caller's chats says chat_id = any (array(<the caller's chats>)): the
+-- caller's chats are found once, through their indexes, and the table is
+-- read through its chat_id index, so the cost of a read follows the caller's
+-- own rows and never the table's size (an IN (subquery) would be a filter
+-- on a scan of every row).
+-- A role that is both a backend and a web caller is a web caller: the
+-- backend policies hold only for is_unscoped_backend() or the operator a
+-- backend transaction acts for, both false or null for a web caller.
 --   chatdesk_app        everything; a transaction narrowed by
 --                       act_as_operator() sees that operator's chats only.
 --   chatdesk_web        an operator: the queue (waiting chats, without their
@@ -21,11 +29,11 @@
 -- ---- chats ----
 drop policy if exists chats_app_read on chatdesk.chats;
 create policy chats_app_read on chatdesk.chats for select to chatdesk_app
-    using ((select chatdesk.current_operator_id()) is null
+    using ((select chatdesk.is_unscoped_backend())
            or (chat_state = 'assigned' and assigned_operator_id = (select chatdesk.current_operator_id())));
 drop policy if exists chats_app_insert on chatdesk.chats;
 create policy chats_app_insert on chatdesk.chats for insert to chatdesk_app
-    with check ((select chatdesk.current_operator_id()) is null);
+    with check ((select chatdesk.is_unscoped_backend()));
 drop policy if exists chats_web_read on chatdesk.chats;
 create policy chats_web_read on chatdesk.chats for select to chatdesk_web
     using (real_user_id = (select chatdesk.web_real_user_id())
@@ -37,45 +45,50 @@ create policy chats_reporting_read on chatdesk.chats for select to chatdesk_repo
 -- ---- messages ----
 drop policy if exists messages_app_read on chatdesk.messages;
 create policy messages_app_read on chatdesk.messages for select to chatdesk_app
-    using ((select chatdesk.current_operator_id()) is null
-           or chat_id in (select c.id from chatdesk.chats c
-                           where c.chat_state = 'assigned' and c.assigned_operator_id = (select chatdesk.current_operator_id())));
+    using ((select chatdesk.is_unscoped_backend())
+           or chat_id = any (array(select c.id from chatdesk.chats c
+                                    where c.chat_state = 'assigned'
+                                      and c.assigned_operator_id = (select chatdesk.current_operator_id()))));
 drop policy if exists messages_app_insert on chatdesk.messages;
 create policy messages_app_insert on chatdesk.messages for insert to chatdesk_app
-    with check ((select chatdesk.current_operator_id()) is null
+    with check ((select chatdesk.is_unscoped_backend())
                 or (sender_type = 'operator' and handled_by_operator_id = (select chatdesk.current_operator_id())));
 drop policy if exists messages_web_read on chatdesk.messages;
 create policy messages_web_read on chatdesk.messages for select to chatdesk_web
-    using (chat_id in (select c.id from chatdesk.chats c
-                        where c.real_user_id = (select chatdesk.web_real_user_id())
-                           or (c.chat_state = 'assigned'
-                               and c.assigned_operator_id = (select chatdesk.web_operator_id()))));
+    using (chat_id = any (array(select c.id from chatdesk.chats c
+                                 where c.real_user_id = (select chatdesk.web_real_user_id())
+                                    or (c.chat_state = 'assigned'
+                                        and c.assigned_operator_id = (select chatdesk.web_operator_id())))));
 
 -- ---- real users ----
 drop policy if exists real_users_app_read on chatdesk.real_users;
 create policy real_users_app_read on chatdesk.real_users for select to chatdesk_app
-    using ((select chatdesk.current_operator_id()) is null
-           or id in (select c.real_user_id from chatdesk.chats c
-                      where c.chat_state = 'assigned' and c.assigned_operator_id = (select chatdesk.current_operator_id())));
+    using ((select chatdesk.is_unscoped_backend())
+           or id = any (array(select c.real_user_id from chatdesk.chats c
+                               where c.chat_state = 'assigned'
+                                 and c.assigned_operator_id = (select chatdesk.current_operator_id()))));
 drop policy if exists real_users_app_insert on chatdesk.real_users;
 create policy real_users_app_insert on chatdesk.real_users for insert to chatdesk_app
-    with check ((select chatdesk.current_operator_id()) is null);
+    with check ((select chatdesk.is_unscoped_backend()));
 drop policy if exists real_users_web_read on chatdesk.real_users;
 create policy real_users_web_read on chatdesk.real_users for select to chatdesk_web
     using (id = (select chatdesk.web_real_user_id())
-           or id in (select c.real_user_id from chatdesk.chats c
-                      where c.chat_state = 'assigned' and c.assigned_operator_id = (select chatdesk.web_operator_id())));
+           or id = any (array(select c.real_user_id from chatdesk.chats c
+                               where c.chat_state = 'assigned'
+                                 and c.assigned_operator_id = (select chatdesk.web_operator_id()))));
 
 -- ---- chat events (operators only: a visitor's window has no use for them) ----
 drop policy if exists chat_events_app_read on chatdesk.chat_events;
 create policy chat_events_app_read on chatdesk.chat_events for select to chatdesk_app
-    using ((select chatdesk.current_operator_id()) is null
-           or chat_id in (select c.id from chatdesk.chats c
-                           where c.chat_state = 'assigned' and c.assigned_operator_id = (select chatdesk.current_operator_id())));
+    using ((select chatdesk.is_unscoped_backend())
+           or chat_id = any (array(select c.id from chatdesk.chats c
+                                    where c.chat_state = 'assigned'
+                                      and c.assigned_operator_id = (select chatdesk.current_operator_id()))));
 drop policy if exists chat_events_web_read on chatdesk.chat_events;
 create policy chat_events_web_read on chatdesk.chat_events for select to chatdesk_web
-    using (chat_id in (select c.id from chatdesk.chats c
-                        where c.chat_state = 'assigned' and c.assigned_operator_id = (select chatdesk.web_operator_id())));
+    using (chat_id = any (array(select c.id from chatdesk.chats c
+                                 where c.chat_state = 'assigned'
+                                   and c.assigned_operator_id = (select chatdesk.web_operator_id()))));
 drop policy if exists chat_events_reporting_read on chatdesk.chat_events;
 create policy chat_events_reporting_read on chatdesk.chat_events for select to chatdesk_reporting using (true);
 
@@ -88,21 +101,18 @@ drop policy if exists operators_web_read on chatdesk.operators;
 create policy operators_web_read on chatdesk.operators for select to chatdesk_web
     using (id = (select chatdesk.web_operator_id()));
 
--- ---- the change feed: what each caller may see of the tables, change by change ----
--- An operator: the queue's comings and goings (without messages) and its own
--- chats' changes while it holds them. A visitor: its own chats. A backend
--- narrowed to an operator: as that operator.
+-- ---- the change feed ----
+-- Read through changes_since() and feed_position(), which scope every caller
+-- themselves (sql/600_feed.sql); chatdesk_web has no grant on the table. A
+-- backend reading the table directly sees everything, or, narrowed to an
+-- operator, the same changes changes_since shows that operator.
+drop policy if exists changes_web_read on chatdesk.changes;
 drop policy if exists changes_app_read on chatdesk.changes;
 create policy changes_app_read on chatdesk.changes for select to chatdesk_app
-    using ((select chatdesk.current_operator_id()) is null
+    using ((select chatdesk.is_unscoped_backend())
            or operator_id = (select chatdesk.current_operator_id())
-           or (kind = 'chat' and 'waiting_assignment' in (chat_state, from_state)));
-drop policy if exists changes_web_read on chatdesk.changes;
-create policy changes_web_read on chatdesk.changes for select to chatdesk_web
-    using (real_user_id = (select chatdesk.web_real_user_id())
-           or operator_id = (select chatdesk.web_operator_id())
-           or (kind = 'chat' and 'waiting_assignment' in (chat_state, from_state)
-               and (select chatdesk.web_operator_id()) is not null));
+           or (kind = 'chat' and (chat_state = 'waiting_assignment' or from_state = 'waiting_assignment')
+               and (select chatdesk.current_operator_id()) is not null));
 
 -- ---- daily stats ----
 drop policy if exists operator_daily_stats_app_read on chatdesk.operator_daily_stats;
@@ -125,8 +135,9 @@ create policy operator_daily_times_web_read on chatdesk.operator_daily_times for
 -- ---- conversations (backends and dashboards; a narrowed backend sees its operator's chats) ----
 drop policy if exists conversations_app_read on chatdesk.conversations;
 create policy conversations_app_read on chatdesk.conversations for select to chatdesk_app
-    using ((select chatdesk.current_operator_id()) is null
-           or chat_id in (select c.id from chatdesk.chats c
-                           where c.chat_state = 'assigned' and c.assigned_operator_id = (select chatdesk.current_operator_id())));
+    using ((select chatdesk.is_unscoped_backend())
+           or chat_id = any (array(select c.id from chatdesk.chats c
+                                    where c.chat_state = 'assigned'
+                                      and c.assigned_operator_id = (select chatdesk.current_operator_id()))));
 drop policy if exists conversations_reporting_read on chatdesk.conversations;
 create policy conversations_reporting_read on chatdesk.conversations for select to chatdesk_reporting using (true);

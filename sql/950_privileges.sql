@@ -16,11 +16,9 @@ grant execute on function
     chatdesk.release_chat(uuid, uuid),
     chatdesk.close_chat(uuid),
     chatdesk.heartbeat(uuid),
-    -- the change feed, and what it calls as the caller
+    -- the change feed (each call scopes its caller itself)
     chatdesk.changes_since(text, int),
-    chatdesk.feed_position(),
-    chatdesk.parse_cursor(text),
-    chatdesk.feed_horizon()
+    chatdesk.feed_position()
     to chatdesk_app, chatdesk_web;
 
 -- The rest of the contract, for backends only. The writing functions run as
@@ -45,15 +43,19 @@ grant execute on function
     -- what current_operator_id() reads, when a policy calls it as the caller
     chatdesk.transaction_mark(),
     chatdesk.is_web_caller(),
-    chatdesk.caller_role()
+    chatdesk.caller_role(),
+    chatdesk.is_unscoped_backend()
     to chatdesk_app;
 
--- The identity functions web callers' row-level security policies call.
+-- The identity functions web callers' row-level security policies call (each
+-- tells a caller only who it is itself: "who am I" for a browser, too).
 grant execute on function chatdesk.web_operator_id(), chatdesk.web_real_user_id() to chatdesk_web;
 
 -- Views (re-created with their privileges kept; granted here so a new one is too).
 grant select on chatdesk.operator_load to chatdesk_app, chatdesk_reporting, chatdesk_web;
 grant select on chatdesk.chat_counters_actual, chatdesk.operator_counters_actual to chatdesk_app;
+-- A visitor's view of its operator: id and name, nothing else of any operator.
+grant select on chatdesk.chat_operators to chatdesk_web;
 
 grant execute on function chatdesk.stats_time_zone() to chatdesk_reporting;
 

@@ -160,6 +160,7 @@ def generate_traffic(conn, seed=7, steps=900, lifecycle=False):
     ops = [conn.execute("select create_operator(%s, 3)", (f"op{i}",)).fetchone()[0] for i in range(5)]
     conn.execute("select set_operator_active(%s, false)", (ops[4],))  # inactive, never writes
     user = conn.execute("select create_real_user('u')").fetchone()[0]
+    conn.execute("update chatdesk.settings set value = '100' where key = 'max_open_chats_per_user'")  # one user, many chats
     chats = [conn.execute("select start_chat(%s)", (user,)).fetchone()[0] for _ in range(25)]
     now = START
     for _ in range(steps):

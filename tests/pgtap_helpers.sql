@@ -30,10 +30,13 @@ begin
     -- What every chatdesk pgTAP file does first, right after `begin`: pgTAP
     -- itself (created inside the file's transaction when the database lacks
     -- it), search_path chatdesk, public for the rest of the transaction, and
-    -- the fixtures table.
+    -- the fixtures table. The files' fixtures give one user many chats: the
+    -- cap on open chats per user (070_security.sql tests it) is raised for
+    -- the file's transaction, rolled back with it.
     create extension if not exists pgtap;
     perform set_config('search_path', 'chatdesk, public', true);
     perform chatdesk_test.begin_fixtures();
+    update chatdesk.settings set value = '100' where key = 'max_open_chats_per_user';
 end;
 $$;
 

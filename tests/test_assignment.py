@@ -27,6 +27,7 @@ def setup_queue(url, n_chats=N_CHATS):
         ops = [conn.execute("select create_operator(%s, %s)", (f"op{i}", CAPACITY)).fetchone()[0]
                for i in range(N_OPERATORS)]
         user = conn.execute("select create_real_user('u')").fetchone()[0]
+        conn.execute("update chatdesk.settings set value = '100' where key = 'max_open_chats_per_user'")  # one user, many chats
         conn.execute("""select chatdesk.send_user_message(chatdesk.start_chat(%s), 'help')
                           from generate_series(1, %s)""", (user, n_chats))
         return ops, user
@@ -127,6 +128,7 @@ def test_two_claims_by_one_operator_at_once_respect_capacity_one(db_url):
     with connect(db_url) as conn:
         op = conn.execute("select create_operator('solo', 1)").fetchone()[0]
         user = conn.execute("select create_real_user('u')").fetchone()[0]
+        conn.execute("update chatdesk.settings set value = '100' where key = 'max_open_chats_per_user'")  # one user, many chats
     for _ in range(40):
         with connect(db_url) as conn:
             conn.execute("""select chatdesk.send_user_message(chatdesk.start_chat(%s), 'x')
@@ -154,6 +156,7 @@ def test_the_claim_walks_the_queue_index_and_reads_one_chat(db_url):
     with connect(db_url) as conn:
         op = conn.execute("select create_operator('Ann', 5)").fetchone()[0]
         user = conn.execute("select create_real_user('u')").fetchone()[0]
+        conn.execute("update chatdesk.settings set value = '100' where key = 'max_open_chats_per_user'")  # one user, many chats
         # a realistic table: most chats long past the queue, a few waiting
         conn.execute("insert into chats (real_user_id) select %s from generate_series(1, 20000)", (user,))
         conn.execute("""select chatdesk.send_user_message(id, 'x') from chats
@@ -185,6 +188,7 @@ def test_release_idle_and_status_commands(db_url):
     with connect(db_url) as conn:
         op = conn.execute("select create_operator('Ann', 2)").fetchone()[0]
         user = conn.execute("select create_real_user('u')").fetchone()[0]
+        conn.execute("update chatdesk.settings set value = '100' where key = 'max_open_chats_per_user'")  # one user, many chats
         conn.execute("select chatdesk.send_user_message(chatdesk.start_chat(%s), 'x') from generate_series(1, 3)", (user,))
         conn.execute("select claim_next_chat(%s)", (op,))
         conn.execute("select claim_next_chat(%s)", (op,))
@@ -219,6 +223,7 @@ def test_a_claim_passes_over_a_chat_being_written_to_at_once(db_url):
     with connect(db_url) as conn:
         op = conn.execute("select create_operator('Ann', 5)").fetchone()[0]
         user = conn.execute("select create_real_user('u')").fetchone()[0]
+        conn.execute("update chatdesk.settings set value = '100' where key = 'max_open_chats_per_user'")  # one user, many chats
         chats = [conn.execute("select start_chat(%s)", (user,)).fetchone()[0] for _ in range(2)]
         for chat in chats:
             conn.execute("select send_user_message(%s, 'first')", (chat,))
@@ -238,6 +243,7 @@ def test_an_idle_sweep_passes_over_a_chat_being_written_to_at_once(db_url):
     with connect(db_url) as conn:
         op = conn.execute("select create_operator('Ann', 5)").fetchone()[0]
         user = conn.execute("select create_real_user('u')").fetchone()[0]
+        conn.execute("update chatdesk.settings set value = '100' where key = 'max_open_chats_per_user'")  # one user, many chats
         chats = [conn.execute("select start_chat(%s)", (user,)).fetchone()[0] for _ in range(3)]
         for chat in chats:
             conn.execute("select send_user_message(%s, 'hello')", (chat,))

@@ -14,6 +14,7 @@ def test_many_writers_on_the_same_chats_keep_counters_exact(db_url):
     with connect(db_url) as conn:
         operators = [conn.execute("select create_operator(%s, 3)", (f"op{i}",)).fetchone()[0] for i in range(4)]
         user = conn.execute("select create_real_user('u')").fetchone()[0]
+        conn.execute("update chatdesk.settings set value = '100' where key = 'max_open_chats_per_user'")  # one user, many chats
         chats = [conn.execute("select start_chat(%s)", (user,)).fetchone()[0] for _ in range(6)]
     sent = [0] * 8
     expected_errors = {NOT_ASSIGNEE, AT_CAPACITY, CHAT_CLOSED}
@@ -66,6 +67,7 @@ def test_the_reply_race_never_leaves_a_message_unanswered(db_url):
     with connect(db_url) as conn:
         op = conn.execute("select create_operator('racer', 1)").fetchone()[0]
         user = conn.execute("select create_real_user('u')").fetchone()[0]
+        conn.execute("update chatdesk.settings set value = '100' where key = 'max_open_chats_per_user'")  # one user, many chats
     barrier = threading.Barrier(2)
     rounds = []  # (chat, seen id, operator result, user message id)
     state = {}

@@ -36,6 +36,7 @@ def read(conn, cursor=None):
 def test_a_late_committer_is_delivered_in_its_place_exactly_once(db_url):
     with connect(db_url) as conn:
         user = conn.execute("select create_real_user('u')").fetchone()[0]
+        conn.execute("update chatdesk.settings set value = '100' where key = 'max_open_chats_per_user'")  # one user, many chats
         early, late = (conn.execute("select start_chat(%s)", (user,)).fetchone()[0] for _ in range(2))
         cursor = read(conn)[-1][0]
     slow = psycopg.connect(db_url)  # takes its transaction id first, commits last
@@ -60,6 +61,7 @@ def test_concurrent_writers_and_a_following_reader(db_url):
     with connect(db_url) as conn:
         ops = [conn.execute("select create_operator(%s, 5)", (f"op{i}",)).fetchone()[0] for i in range(4)]
         user = conn.execute("select create_real_user('u')").fetchone()[0]
+        conn.execute("update chatdesk.settings set value = '100' where key = 'max_open_chats_per_user'")  # one user, many chats
         chats = [conn.execute("select start_chat(%s)", (user,)).fetchone()[0] for _ in range(30)]
     delivered = []
     feed = Feed(db_url, poll=0.05)
@@ -158,6 +160,7 @@ def test_bad_cursors_and_limits(db_url):
 def test_retention_prunes_and_an_old_cursor_gets_cd006(db_url):
     with connect(db_url) as conn:
         user = conn.execute("select create_real_user('u')").fetchone()[0]
+        conn.execute("update chatdesk.settings set value = '100' where key = 'max_open_chats_per_user'")  # one user, many chats
         chat = conn.execute("select start_chat(%s)", (user,)).fetchone()[0]
         conn.execute("select send_user_message(%s, 'early')", (chat,))
         first = read(conn)[0][0]  # a reader that has seen the chat's creation only
@@ -197,6 +200,7 @@ def lines_until(proc, count, timeout=20):
 def test_watch_killed_and_resumed_loses_and_repeats_nothing(db_url):
     with connect(db_url) as conn:
         user = conn.execute("select create_real_user('u')").fetchone()[0]
+        conn.execute("update chatdesk.settings set value = '100' where key = 'max_open_chats_per_user'")  # one user, many chats
         chat = conn.execute("select start_chat(%s)", (user,)).fetchone()[0]
         for n in range(10):
             conn.execute("select send_user_message(%s, %s)", (chat, f"m{n}"))
@@ -222,6 +226,7 @@ def test_watch_through_a_transaction_pooler_polls(pgbouncer, db_url):
     try:
         with connect(db_url) as conn:
             user = conn.execute("select create_real_user('u')").fetchone()[0]
+            conn.execute("update chatdesk.settings set value = '100' where key = 'max_open_chats_per_user'")  # one user, many chats
             chat = conn.execute("select start_chat(%s)", (user,)).fetchone()[0]
             conn.execute("select send_user_message(%s, 'through the pooler')", (chat,))
         got = lines_until(proc, 3)
@@ -237,6 +242,7 @@ def test_watch_survives_a_killed_backend(db_url):
     failover would): it reconnects and goes on from its cursor."""
     with connect(db_url) as conn:
         user = conn.execute("select create_real_user('u')").fetchone()[0]
+        conn.execute("update chatdesk.settings set value = '100' where key = 'max_open_chats_per_user'")  # one user, many chats
         chat = conn.execute("select start_chat(%s)", (user,)).fetchone()[0]
         conn.execute("select send_user_message(%s, 'before')", (chat,))
     proc = watch(db_url)

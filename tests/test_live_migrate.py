@@ -39,6 +39,7 @@ class Traffic(threading.Thread):
             self.ops = [conn.execute("select chatdesk.create_operator(%s, 50)", (f"t{i}",)).fetchone()[0]
                         for i in range(workers)]
             user = conn.execute("select chatdesk.create_real_user('traffic')").fetchone()[0]
+            conn.execute("update chatdesk.settings set value = '100' where key = 'max_open_chats_per_user'")  # one user, many chats
             self.chats = [conn.execute("select chatdesk.start_chat(%s)", (user,)).fetchone()[0] for _ in range(60)]
 
     def worker(self, index: int) -> None:

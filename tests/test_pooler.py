@@ -46,6 +46,7 @@ def test_the_runner_works_through_the_pooler(pooled, db_url):
     with psycopg.connect(migrated, autocommit=True, prepare_threshold=None) as conn:
         op = conn.execute("select chatdesk.create_operator('a', 2)").fetchone()[0]
         user = conn.execute("select chatdesk.create_real_user('u')").fetchone()[0]
+        conn.execute("update chatdesk.settings set value = '100' where key = 'max_open_chats_per_user'")  # one user, many chats
         for _ in range(3):
             conn.execute("select chatdesk.send_user_message(chatdesk.start_chat(%s), 'hi')", (user,))
         conn.execute("select chatdesk.claim_next_chat(%s)", (op,))
@@ -120,6 +121,7 @@ def test_scoped_and_unscoped_transactions_on_pooled_connections(pgbouncer, app_l
     with psycopg.connect(db_url, autocommit=True) as conn:
         ops = [str(conn.execute("select chatdesk.create_operator(%s, 3)", (f"op{i}",)).fetchone()[0]) for i in range(4)]
         user = conn.execute("select chatdesk.create_real_user('u')").fetchone()[0]
+        conn.execute("update chatdesk.settings set value = '100' where key = 'max_open_chats_per_user'")  # one user, many chats
         chats = [str(conn.execute("select chatdesk.start_chat(%s)", (user,)).fetchone()[0]) for _ in range(40)]
     leaks, reads = [], {"scoped": 0, "unscoped": 0}
     deadline = time.monotonic() + 8

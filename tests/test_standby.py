@@ -117,6 +117,7 @@ def test_watch_on_the_standby_delivers_every_change_once_in_order(db_url, standb
     with psycopg.connect(db_url, autocommit=True) as conn:
         ops = [conn.execute("select chatdesk.create_operator(%s, 50)", (f"op{i}",)).fetchone()[0] for i in range(4)]
         user = conn.execute("select chatdesk.create_real_user('u')").fetchone()[0]
+        conn.execute("update chatdesk.settings set value = '100' where key = 'max_open_chats_per_user'")  # one user, many chats
         start = conn.execute("select chatdesk.feed_position()").fetchone()[0]
     wait_for_replay(db_url, replica)
     # stdout to a file: thousands of lines would fill a pipe nobody reads until the end

@@ -76,6 +76,7 @@ def test_the_rollup_reads_only_the_days_messages(conn):
     # because only the shape of the data matters to the planner.
     ops = [conn.execute("select create_operator(%s)", (f"op{i}",)).fetchone()[0] for i in range(20)]
     user = conn.execute("select create_real_user('u')").fetchone()[0]
+    conn.execute("update chatdesk.settings set value = '100' where key = 'max_open_chats_per_user'")  # one user, many chats
     chat = conn.execute("select start_chat(%s)", (user,)).fetchone()[0]
     conn.execute("alter table messages disable trigger user")
     conn.execute("""insert into messages (id, chat_id, sender_type, handled_by_operator_id, body, created_at)

@@ -25,6 +25,7 @@ def test_every_api_function_sets_a_lock_timeout(db_url):
 def test_a_stuck_session_makes_a_writer_fail_fast_not_hang(db_url):
     with connect(db_url) as conn:
         user = conn.execute("select create_real_user('u')").fetchone()[0]
+        conn.execute("update chatdesk.settings set value = '100' where key = 'max_open_chats_per_user'")  # one user, many chats
         chat = conn.execute("select start_chat(%s)", (user,)).fetchone()[0]
     stuck = psycopg.connect(db_url)  # holds the chat and never commits
     stuck.execute("select 1 from chatdesk.chats where id = %s for update", (chat,))

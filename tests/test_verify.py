@@ -11,6 +11,7 @@ from helpers import run_cli
 def test_verify_reports_drift_and_repairs_it(db_url):
     with psycopg.connect(db_url, autocommit=True) as conn:
         user = conn.execute("select chatdesk.create_real_user('u')").fetchone()[0]
+        conn.execute("update chatdesk.settings set value = '100' where key = 'max_open_chats_per_user'")  # one user, many chats
         chat = conn.execute("select chatdesk.start_chat(%s)", (user,)).fetchone()[0]
         conn.execute("select chatdesk.send_user_message(%s, 'hi')", (chat,))
     clean = run_cli("--database-url", db_url, "verify")

@@ -36,7 +36,8 @@ KINDS = {
 
 def create_login(conninfo: str | None, name: str, kind: str, password: str | None = None) -> list[str]:
     """Create login role `name` for `kind` (app, web or reporting), or bring an
-    existing one's membership and timeouts up to date. Returns the statements run.
+    existing one's membership and timeouts up to date: exactly that kind, the
+    other chatdesk roles revoked. Returns the statements run.
     Needs CREATEROLE and the admin option on the chatdesk role (the role that migrated has it)."""
     if kind not in KINDS:
         raise BadRequest(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
@@ -54,6 +55,13 @@ def create_login(conninfo: str | None, name: str, kind: str, password: str | Non
         if password:
             statements.append(sql.SQL("alter role {} password {}").format(role, sql.Literal(password)))
         statements.append(sql.SQL("grant {} to {}").format(sql.Identifier(spec.role), role))
+        # Exactly one kind: a login that kept another kind's membership would
+        # be both (and a web caller everywhere, with the backend's grants).
+        for other in (k.role for k in KINDS.values() if k.role != spec.role):
+            if exists and conn.execute(
+                    "select exists (select 1 from pg_auth_members where member = %s::regrole and roleid = %s::regrole)",
+                    (name, other)).fetchone()[0]:
+                statements.append(sql.SQL("revoke {} from {}").format(sql.Identifier(other), role))
         for setting in ("statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout"):
             statements.append(sql.SQL("alter role {} set {} = {}").format(
                 role, sql.Identifier(setting), sql.Literal(getattr(spec, setting))))
