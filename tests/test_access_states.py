@@ -95,15 +95,13 @@ def world(pg_server, template_db):
         w["v"] = one("select create_real_user('Vic', %s)", w["v_login"])
         w["w"] = one("select create_real_user('Wes', %s)", w["w_login"])
         w["x"] = one("select create_real_user('Xia')")
+        # held chats first: each claim takes the oldest queued chat
+        for user, holder in (("v", "a"), ("v", "b"), ("x", "c")):
+            chat = one("select start_chat(%s)", w[user])
+            conn.execute("select send_user_message(%s, 'help')", (chat,))
+            assert one("select claim_next_chat(%s)", w[holder]) == chat
+            w[f"{user}_held_{holder}"] = chat
         for user in ("v", "x"):
-            # held chats first: each claim takes the oldest queued chat
-            for holder in ("a", "b", "c"):
-                if (user, holder) in (("v", "c"), ("x", "a"), ("x", "b")):
-                    continue
-                chat = one("select start_chat(%s)", w[user])
-                conn.execute("select send_user_message(%s, 'help')", (chat,))
-                assert one("select claim_next_chat(%s)", w[holder]) == chat
-                w[f"{user}_held_{holder}"] = chat
             w[f"{user}_reply"] = one("select start_chat(%s)", w[user])
             w[f"{user}_queued"] = one("select start_chat(%s)", w[user])
             conn.execute("select send_user_message(%s, 'waiting')", (w[f"{user}_queued"],))
@@ -112,7 +110,7 @@ def world(pg_server, template_db):
             conn.execute("select close_chat(%s)", (w[f"{user}_closed"],))
         w["unknown"] = str(uuid.uuid4())
         # the newest message of each chat: what an operator has seen
-        w["seen"] = {t: one("select coalesce(max(id)::text, 'null') from messages where chat_id = %s", w[t])
+        w["seen"] = {t: one("select coalesce(max(id), 1) from messages where chat_id = %s", w[t])
                      for t in CHAT_TARGETS if t not in ("unknown", "null")}
     yield url, w
     next(databases, None)
