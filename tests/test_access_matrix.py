@@ -38,11 +38,12 @@ WEB = {c for c, (role, _) in CALLERS.items() if role == "chatdesk_web"}
 NOBODY = {"web_nobody", "web_malformed", "web_unknown"}
 
 # The fixture ids each web caller may see named: itself, its chats, the queue
-# (operators), and the visitors of its chats.
+# (operators: each waiting chat's row, its real_user_id included; "w" is the
+# queued chat's visitor), and the visitors of its chats.
 VISIBLE = {
-    "web_op_a": {"a", "a_login", "a_chat", "queued", "v"},
+    "web_op_a": {"a", "a_login", "a_chat", "queued", "v", "w"},
     "web_op_b": {"b", "b_login", "b_chat", "queued", "w"},
-    "web_visitor": {"v", "v_login", "a_chat"},
+    "web_visitor": {"v", "v_login", "a_chat", "a"},  # a: the operator assigned to its chat now
 }
 
 # Every function: one call (acting for operator A or visitor V), and who may make it.
@@ -58,8 +59,6 @@ FUNCTIONS = {
     # the change feed: everyone but reporting reads it (row-level security says what)
     "changes_since": ("changes_since()", BACKEND | WEB),
     "feed_position": ("feed_position()", BACKEND | WEB),
-    "parse_cursor": ("parse_cursor('1:1')", BACKEND | WEB),
-    "feed_horizon": ("feed_horizon()", BACKEND | WEB),
     "prune_changes": ("prune_changes()", BACKEND),
     "send_user_message": ("send_user_message('{a_chat}', 'hi')", BACKEND | {"web_visitor"}),
     # maintenance: backends only
@@ -87,12 +86,19 @@ FUNCTIONS = {
     "transaction_mark": ("transaction_mark()", BACKEND),
     "is_web_caller": ("is_web_caller()", BACKEND),
     "caller_role": ("caller_role()", BACKEND),
+    "is_unscoped_backend": ("is_unscoped_backend()", BACKEND),
     "web_operator_id": ("web_operator_id()", WEB),
     "web_real_user_id": ("web_real_user_id()", WEB),
     # the owner's alone
     "verify_counters": ("verify_counters()", set()),
     # internal: helpers of the functions above, and trigger functions
     "jwt_subject": ("jwt_subject()", set()),
+    "parse_cursor": ("parse_cursor('1:1')", set()),
+    "feed_horizon": ("feed_horizon()", set()),
+    "max_open_chats_per_user": ("max_open_chats_per_user()", set()),
+    "check_open_chats": ("check_open_chats('{v}', null)", set()),
+    "web_may_close": ("web_may_close(null)", set()),
+    "holds_chat": ("holds_chat('{a_chat}', '{a}')", set()),
     "web_caller_name": ("web_caller_name()", set()),
     "authorize": ("authorize('x', 'operator', '{a}')", set()),
     "require_own_chat": ("require_own_chat('{a_chat}', 'x')", set()),
@@ -154,12 +160,19 @@ RELATIONS = {
     "runner_locks": {},
     "changes_horizon": {},
     "feed_wakeup": {},
-    # operators: the queue's chat changes and their chats' changes; a visitor: its own chats
-    "changes": {"backend": ALL, "reporting": None,
-                "web_op_a": "operator_id = '{a}' or (kind = 'chat' and 'waiting_assignment' in (chat_state, from_state))",
-                "web_op_b": "operator_id = '{b}' or (kind = 'chat' and 'waiting_assignment' in (chat_state, from_state))",
-                "web_visitor": "real_user_id = '{v}'"},
+    # web callers read the feed only through changes_since (tests/test_feed.py: who sees what)
+    "changes": {"backend": ALL},
+    # a visitor's operator, id and name: for web callers only
+    "chat_operators": {"web_op_a": "chat_id = '{a_chat}'", "web_op_b": "chat_id = '{b_chat}'",
+                       "web_visitor": "chat_id = '{a_chat}'"},
     "sql_loaded": {},
+}
+
+
+# What the owner reads in place of a view whose rows follow the caller.
+OWNER_SOURCE = {
+    "chat_operators": """(select c.id as chat_id, o.id as operator_id, o.name from chatdesk.chats c
+                            join chatdesk.operators o on o.id = c.assigned_operator_id)""",
 }
 
 
@@ -252,6 +265,33 @@ def test_identity_functions_tell_a_caller_only_about_itself(world):
             assert [str(v) if v else None for v in rows[0]] == [expect_op, expect_user], caller
 
 
+def granted_columns(conn, role: str, relation: str) -> str:
+    """The columns of relation that role may read, as a select list (* when none:
+    the read is then refused)."""
+    columns = [r[0] for r in conn.execute(
+        """select quote_ident(attname) from pg_attribute
+            where attrelid = ('chatdesk.' || %s)::regclass and attnum > 0 and not attisdropped
+              and has_column_privilege(%s, attrelid, attnum, 'select') order by attnum""", (relation, role))]
+    return ", ".join(columns) or "*"
+
+
+# Columns that name other identities: never granted to web callers (the
+# contract: no other identity's ids are readable anywhere).
+WEB_HIDDEN_COLUMNS = {("messages", "handled_by_operator_id"), ("chat_events", "operator_id"),
+                      ("real_users", "auth_user_id")}
+
+
+def test_no_column_naming_another_identity_is_granted_to_web_callers(world):
+    url, _ = world
+    with psycopg.connect(url) as conn:
+        granted = set(conn.execute(
+            """select c.relname, a.attname from pg_class c join pg_attribute a on a.attrelid = c.oid
+                where c.relnamespace = 'chatdesk'::regnamespace and a.attnum > 0
+                  and has_column_privilege('chatdesk_web', c.oid, a.attnum, 'select')""").fetchall())
+    assert not granted & WEB_HIDDEN_COLUMNS, granted & WEB_HIDDEN_COLUMNS
+    assert not {r for r in granted if r[0] in ("changes", "changes_horizon", "queue", "feed_wakeup")}
+
+
 @pytest.mark.parametrize("relation", sorted(RELATIONS))
 def test_every_relation_against_every_caller(world, relation):
     url, f = world
@@ -259,7 +299,9 @@ def test_every_relation_against_every_caller(world, relation):
     with psycopg.connect(url, autocommit=True) as conn:
         for caller in CALLERS:
             condition = expected_rows(relation, caller)
-            outcome, seen = as_caller(conn, caller, f, f"select row_to_json(t)::text from chatdesk.{relation} t")
+            columns = granted_columns(conn, CALLERS[caller][0], relation)
+            read = f"select row_to_json(t)::text from (select {columns} from chatdesk.{relation}) t"
+            outcome, seen = as_caller(conn, caller, f, read)
             if condition is None:
                 if outcome != NOT_ALLOWED:
                     wrong.append(f"{caller}: {outcome}, should be refused with 42501")
@@ -267,14 +309,19 @@ def test_every_relation_against_every_caller(world, relation):
             if outcome != "ok":
                 wrong.append(f"{caller}: {outcome} {seen}, should read")
                 continue
+            source = OWNER_SOURCE.get(relation, f"chatdesk.{relation}")
             expected = {r[0] for r in conn.execute(
-                f"select row_to_json(t)::text from chatdesk.{relation} t where {condition.format(**f)}")}
+                f"select row_to_json(t)::text from (select {columns} from {source} x"
+                f" where {condition.format(**f)}) t")}
             got = {r[0] for r in seen}
             if got != expected:
                 wrong.append(f"{caller}: sees {len(got)} rows, should see exactly {len(expected)}; "
                              f"extra {sorted(got - expected)[:2]}, missing {sorted(expected - got)[:2]}")
             if caller in WEB:
-                outcome, plan = as_caller(conn, caller, f, f"explain (verbose, costs off) select * from chatdesk.{relation}")
+                leaked = foreign_ids(" ".join(got), f, caller, "")
+                if leaked:
+                    wrong.append(f"{caller}: rows name ids it may not see: {leaked}")
+                outcome, plan = as_caller(conn, caller, f, f"explain (verbose, costs off) select {columns} from chatdesk.{relation}")
                 leaked = foreign_ids(" ".join(r[0] for r in plan), f, caller, "") if outcome == "ok" else set()
                 if leaked:
                     wrong.append(f"{caller}: EXPLAIN names ids it may not see: {leaked}")
