@@ -11,16 +11,16 @@
 -- squawk-ignore ban-concurrent-index-creation-in-transaction, require-timeout-settings
 drop index concurrently if exists chatdesk.changes_real_user_idx;
 -- squawk-ignore ban-concurrent-index-creation-in-transaction, require-timeout-settings
-create index concurrently changes_real_user_idx on chatdesk.changes (real_user_id, tx, id);
+create index concurrently if not exists changes_real_user_idx on chatdesk.changes (real_user_id, tx, id);
 -- squawk-ignore ban-concurrent-index-creation-in-transaction, require-timeout-settings
 drop index concurrently if exists chatdesk.changes_operator_idx;
 -- squawk-ignore ban-concurrent-index-creation-in-transaction, require-timeout-settings
-create index concurrently changes_operator_idx on chatdesk.changes (operator_id, tx, id)
+create index concurrently if not exists changes_operator_idx on chatdesk.changes (operator_id, tx, id)
     where operator_id is not null;
 -- squawk-ignore ban-concurrent-index-creation-in-transaction, require-timeout-settings
 drop index concurrently if exists chatdesk.changes_queue_idx;
 -- squawk-ignore ban-concurrent-index-creation-in-transaction, require-timeout-settings
-create index concurrently changes_queue_idx on chatdesk.changes (tx, id)
+create index concurrently if not exists changes_queue_idx on chatdesk.changes (tx, id)
     where kind = 'chat' and (chat_state = 'waiting_assignment' or from_state = 'waiting_assignment');
 
 -- The feed's table names every chat's user and operator: web callers read it

@@ -93,13 +93,17 @@ comment on function chatdesk.send_user_message(uuid, text, text) is
 
 create or replace function chatdesk.holds_chat(p_chat_id uuid, p_operator_id uuid)
 returns boolean
-language sql
+language plpgsql
 stable
 as $$
+begin
     -- Whether operator p_operator_id holds chat p_chat_id now (no lock: a
     -- first look; the message trigger decides under the chat's lock).
-    select exists (select 1 from chatdesk.chats c
+    -- PL/pgSQL: its plan is kept for the session (a SQL function's is made
+    -- afresh on every web answer; tests/test_hot_paths.py).
+    return exists (select 1 from chatdesk.chats c
                     where c.id = p_chat_id and c.chat_state = 'assigned' and c.assigned_operator_id = p_operator_id);
+end;
 $$;
 
 create or replace function chatdesk.send_operator_message(
@@ -137,11 +141,12 @@ begin
                                  p_operator_id, coalesce(p_chat_id::text, 'null')),
                 hint = 'Without it the answer would hand the chat back even if the user wrote meanwhile.';
         end if;
-        if not chatdesk.holds_chat(p_chat_id, p_operator_id)
-           and not exists (select 1 from chatdesk.messages m
+        if not chatdesk.holds_chat(p_chat_id, p_operator_id) then  -- (nested IFs: each planned once)
+            if not exists (select 1 from chatdesk.messages m
                             where m.chat_id = p_chat_id and m.client_message_id = p_client_message_id
                               and m.sender_type = 'operator' and m.handled_by_operator_id = p_operator_id) then
-            perform chatdesk.refuse_not_assignee(null, p_chat_id, p_operator_id, 'write to');
+                perform chatdesk.refuse_not_assignee(null, p_chat_id, p_operator_id, 'write to');
+            end if;
         end if;
     end if;
     insert into chatdesk.messages (chat_id, sender_type, handled_by_operator_id, body,

@@ -28,8 +28,8 @@ def setup_queue(url, n_chats=N_CHATS):
                for i in range(N_OPERATORS)]
         user = conn.execute("select create_real_user('u')").fetchone()[0]
         conn.execute("update chatdesk.settings set value = '100' where key = 'max_open_chats_per_user'")  # one user, many chats
-        conn.execute("""select chatdesk.send_user_message(chatdesk.start_chat(%s), 'help')
-                          from generate_series(1, %s)""", (user, n_chats))
+        conn.execute("""select chatdesk.send_user_message(chatdesk.start_chat(chatdesk.create_real_user('u' || g)), 'help')
+                          from generate_series(1, %s) g""", (n_chats,))
         return ops, user
 
 
@@ -131,8 +131,8 @@ def test_two_claims_by_one_operator_at_once_respect_capacity_one(db_url):
         conn.execute("update chatdesk.settings set value = '100' where key = 'max_open_chats_per_user'")  # one user, many chats
     for _ in range(40):
         with connect(db_url) as conn:
-            conn.execute("""select chatdesk.send_user_message(chatdesk.start_chat(%s), 'x')
-                              from generate_series(1, 2)""", (user,))
+            conn.execute("""select chatdesk.send_user_message(chatdesk.start_chat(chatdesk.create_real_user('u')), 'x')
+                              from generate_series(1, 2)""")
         barrier = threading.Barrier(2)
         results = []
 

@@ -12,7 +12,7 @@ import asyncpg
 import psycopg
 import pytest
 import sqlalchemy as sa
-from chatdesk.errors import NOT_ALLOWED, NOT_ASSIGNEE
+from chatdesk.errors import NOT_ALLOWED, NOT_ASSIGNEE, OUT_OF_RANGE
 from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy.pool import NullPool
 
@@ -125,11 +125,19 @@ def test_postgrest_rpc_shape(world):
         rows = postgrest_rpc(conn, visitor, "send_user_message", {
             "types": {"p_chat_id": "uuid", "p_body": "text", "p_client_message_id": "text"},
             "values": {"p_chat_id": str(world["chat"]), "p_body": "via PostgREST", "p_client_message_id": "w-1"}})
-        assert isinstance(rows[0][0]["send_user_message"], int)
+        seen = rows[0][0]["send_user_message"]
+        assert isinstance(seen, int)
         operator = {"sub": str(world["ann_login"]), "role": "authenticated"}
-        rows = postgrest_rpc(conn, operator, "send_operator_message", {
-            "types": {"p_chat_id": "uuid", "p_operator_id": "uuid", "p_body": "text"},
-            "values": {"p_chat_id": str(world["chat"]), "p_operator_id": str(world["ann"]), "p_body": "hi"}})
+        answer = {"types": {"p_chat_id": "uuid", "p_operator_id": "uuid", "p_body": "text"},
+                  "values": {"p_chat_id": str(world["chat"]), "p_operator_id": str(world["ann"]), "p_body": "hi"}}
+        # a client that leaves the seen id out (PostGraphile makes every
+        # argument optional) is refused, and nothing is written
+        with pytest.raises(psycopg.Error) as error:
+            postgrest_rpc(conn, operator, "send_operator_message", answer)
+        assert error.value.sqlstate == OUT_OF_RANGE
+        answer["types"]["p_seen_message_id"] = "bigint"
+        answer["values"]["p_seen_message_id"] = seen
+        rows = postgrest_rpc(conn, operator, "send_operator_message", answer)
         assert set(rows[0][0]) == {"message_id", "chat_state", "user_replied_meanwhile"}
         with pytest.raises(psycopg.Error) as error:  # PostgREST answers 403 with {"code": "42501", ...}
             postgrest_rpc(conn, operator, "claim_next_chat", {

@@ -56,7 +56,6 @@ def test_only_owners_can_pin_the_clock(db_url):
     with psycopg.connect(app_url, autocommit=True, options=pinned) as app:
         assert app.execute("select chatdesk.clock() > '2020-01-01'").fetchone()[0], "an app cannot backdate"
         user = app.execute("select chatdesk.create_real_user('u')").fetchone()[0]
-        app.execute("update chatdesk.settings set value = '100' where key = 'max_open_chats_per_user'")  # one user, many chats
         chat = app.execute("select chatdesk.start_chat(%s)", (user,)).fetchone()[0]
         app.execute("select chatdesk.send_user_message(%s, 'hi')", (chat,))
     with psycopg.connect(db_url, autocommit=True, options=pinned) as owner:

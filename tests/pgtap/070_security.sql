@@ -4,7 +4,7 @@
 -- another identity and as no identity.
 begin;
 select chatdesk_test.setup();
-select plan(74);
+select plan(75);
 
 insert into fixtures values ('ann_login', gen_random_uuid()), ('bob_login', gen_random_uuid()),
                             ('uma_login', gen_random_uuid()), ('ulf_login', gen_random_uuid()),
@@ -94,7 +94,9 @@ select lives_ok($$ select chatdesk_test.as_caller('web:ann_login', $q$ select me
     'she answers her chat as herself');
 select chatdesk_test.refuses($$ select chatdesk_test.as_caller('web:ann_login', $q$ select message_id from send_operator_message(chatdesk_test.id('bob_chat'), chatdesk_test.id('bob'), 'hi') $q$) $$,
     '42501', array[chatdesk_test.id('ann'), chatdesk_test.id('bob')], 'she cannot write as bob');
-select throws_ok($$ select chatdesk_test.as_caller('web:ann_login', $q$ select message_id from send_operator_message(chatdesk_test.id('bob_chat'), chatdesk_test.id('ann'), 'hi') $q$) $$,
+select throws_ok($$ select chatdesk_test.as_caller('web:ann_login', $q$ select message_id from send_operator_message(chatdesk_test.id('ann_chat'), chatdesk_test.id('ann'), 'no seen id') $q$) $$,
+    '23514', null, 'a web operator must say what it has seen: no seen id, no answer (the reply race)');
+select throws_ok($$ select chatdesk_test.as_caller('web:ann_login', $q$ select message_id from send_operator_message(chatdesk_test.id('bob_chat'), chatdesk_test.id('ann'), 'hi', null, 1) $q$) $$,
     'CD001', format('chatdesk: operator %s is not the assignee of chat %s', chatdesk_test.id('ann'), chatdesk_test.id('bob_chat')),
     'writing into bob''s chat is CD001, naming only her and the chat she passed');
 select throws_ok($$ select chatdesk_test.as_caller('web:ann_login', $q$ select message_id from send_operator_message(chatdesk_test.id('ann_chat'), chatdesk_test.id('ann'), E'\u200B\u00A0') $q$) $$,
