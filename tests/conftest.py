@@ -177,6 +177,18 @@ def pgbouncer(pg_server):
     database and user) in front of the test server; yields a function
     dbname -> conninfo through it. Runs as the postgres user (it refuses root).
     Users: postgres, and the test logins chatdesk_pool_app / chatdesk_pool_web."""
+    yield from _pgbouncer(pg_server, pool_size=5, reset_query="")
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_reset(pg_server):
+    """PgBouncer as docs/security.md tells a deployment to run it: every
+    server connection reset (DISCARD ALL) before the next client gets it, in
+    transaction mode too. A pool of one, so consecutive clients share it."""
+    yield from _pgbouncer(pg_server, pool_size=1, reset_query="DISCARD ALL\nserver_reset_query_always = 1")
+
+
+def _pgbouncer(pg_server, pool_size: int, reset_query: str):
     import subprocess
     import time
 
@@ -199,10 +211,10 @@ unix_socket_dir =
 auth_type = trust
 auth_file = {base / "users.txt"}
 pool_mode = transaction
-default_pool_size = 5
+default_pool_size = {pool_size}
 max_client_conn = 500
 max_db_connections = 0
-server_reset_query =
+server_reset_query = {reset_query}
 ignore_startup_parameters = extra_float_digits
 logfile = {base / "pgbouncer.log"}
 """)
