@@ -162,6 +162,24 @@ def test_every_report_metric_matches_an_independent_computation(conn):
         for h, v in day_rows.items():
             assert v == expected_hours.get(h.astimezone(tz), [0, 0, 0, 0]), (h, start)
 
+    # the range's figures (chatdesk report): every sample of every day, each counted once
+    from chatdesk import report as reports
+    several = [k for k, v in times.items() if len(v) >= 2 and k[2] == "resolution"]
+    assert several, "some operator resolved several chats on one day"
+    summary = reports.build(conn, reports.Range(days[0], days[-1]))
+    by_operator = {o["operator_id"]: o for o in summary["operators"]} if isinstance(summary["operators"], list) \
+        else {str(k): v for k, v in summary["operators"].items()}
+    for op in {k[0] for k in times}:
+        for metric in ("reply", "first_response", "resolution"):
+            for clock in ("wall", "business"):
+                values = [v for k, vs in times.items() if k[0] == op and k[2] == metric and k[3] == clock for v in vs]
+                shown = by_operator[str(op)]["times"][metric][clock]
+                assert shown["n"] == len(values), (op, metric, clock)
+                if values:
+                    want = sum(Decimal(str(v)) for v in values) / len(values)
+                    assert abs(Decimal(str(shown["avg"])) - want) <= Decimal("0.002"), (op, metric, clock, shown, want)
+                    assert shown["histogram"] == histogram(values), (op, metric, clock)
+
     # a second rollup of a day writes the same rows
     before = conn.execute("select * from operator_daily_times order by 1, 2, 3, 4").fetchall()
     conn.execute("select rollup_operator_stats(%s)", (days[2],))

@@ -145,9 +145,11 @@ def _for_the_parser(definition: str) -> str:
     variables of chatdesk's row types become records (the SQL is unchanged)."""
     head, sep, body = definition.partition("AS $function$")
     head = re.sub(r"chatdesk\.(\w+)(?=[,)\s\[])", "record", head.replace("FUNCTION chatdesk.", "FUNCTION "))
-    body = re.sub(r"\b(\w+)\s+[\w.]+%rowtype", r"\1 record", body)
-    body = re.sub(r"(?m)^(\s+\w+\s+)chatdesk\.\w+", r"\1record", body)
-    return head + sep + body
+    # only in the declarations: "from chatdesk.queue q" in the body is SQL, not a variable
+    declare, begin, rest = body.partition("\nbegin\n")
+    declare = re.sub(r"\b(\w+)\s+[\w.]+%rowtype", r"\1 record", declare)
+    declare = re.sub(r"(?m)^(\s+\w+\s+)chatdesk\.\w+", r"\1record", declare)
+    return head + sep + declare + begin + rest
 
 
 def function_violations(conn) -> list[str]:

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import psycopg
 
-from chatdesk import db, migrate
+from chatdesk import bench_web, db, migrate
 from chatdesk.errors import BadRequest, ChatdeskError, ToolMissing
 
 
@@ -56,11 +56,18 @@ class Scale:
     many_operators: int = 10_000  # CPU per message: 10 operators, then this many
     cost_calls: int = 5_000  # calls per CPU-per-message measurement
     gate_cpu: bool = True  # fail the run when CPU per message is not flat (off for the smoke run's tiny samples)
+    web_rows: int = 1_000_000  # web calls: rows of other people, then ten times as many
+    web_calls: int = 200  # web calls: requests per measurement
+    load_changes: int = 5_000_000  # web load: feed rows kept while visitors poll
+    pollers: int = 1_000  # web load: visitors polling once a second
+    poll_threads: int = 8  # web load: connections they poll through (a PostgREST pool)
+    load_rate: int = 300  # web load: messages written per second meanwhile
 
 
 SMOKE = Scale(chats=500, queue=5_000, operators=50, messages=60_000, days=30, history_factor=2,
               seconds=1.0, clients=(1, 2), growth_base=1_000, growth_changes=20_000,
-              long_chat=5_000, many_operators=200, cost_calls=300, gate_cpu=False)
+              long_chat=5_000, many_operators=200, cost_calls=300, gate_cpu=False,
+              web_rows=5_000, web_calls=20, load_changes=20_000, pollers=50, poll_threads=2, load_rate=50)
 
 
 @dataclass
@@ -969,7 +976,7 @@ def without_event_and_feed_rows(guard: str) -> str:
     change-feed row cut out."""
     event = guard.index("    insert into chatdesk.chat_events")
     event_end = guard.index(";", event) + 1
-    feed = "new.change_tx := chatdesk.publish_change(new, 'chat', null, old.chat_state);"
+    feed = "new.change_tx := chatdesk.publish_change(v_audience, 'chat', null, old.chat_state);"
     if feed not in guard:
         raise ChatdeskError("the state guard no longer publishes its change as bench.py expects; update the bench")
     guard = guard[:event] + guard[event_end:]
@@ -1069,6 +1076,8 @@ SECTIONS: dict[str, tuple[str | None, Callable[[Bench], None]]] = {
     "claim": ("claim", claim_section),
     "rollup": ("claim", rollup_section),
     "growth": (None, growth_section),
+    "web": (None, bench_web.web_section),
+    "web-load": (None, bench_web.web_load_section),
 }
 
 

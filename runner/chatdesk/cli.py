@@ -401,7 +401,7 @@ def demo(database_url, seed, operators, users, demo_db, yes, keep, as_json, repo
 @click.option("--yes", is_flag=True, help="Replace --bench-db if it already exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--only", multiple=True, metavar="SECTION",
-              help="Run only this section (repeatable): cpu, ingest, feed, migrate, claim, rollup, growth. "
+              help="Run only this section (repeatable): cpu, ingest, feed, migrate, claim, rollup, growth, web, web-load. "
                    "The data it needs is set up anyway.")
 @click.pass_obj
 def bench(database_url, smoke, seconds, messages, synchronous_commit, bench_db, yes, as_json, only) -> None:

@@ -306,7 +306,11 @@ def simulate(conn: psycopg.Connection, cfg: DemoConfig, report_file: str | None 
         (c.message_id, wall_clock()) for c in reader if c.kind == "message"), daemon=True)
     follower.start()
     sim.run()
-    sleep(0.5)
+    # until the reader has seen every message of the day (10 s at most), so
+    # the latency covers them all, the same count on every run of a seed
+    deadline = wall_clock() + 10
+    while wall_clock() < deadline and not all(m in delivered_at for m in list(sim.committed_at)):
+        sleep(0.05)
     reader.stop()
     follower.join(timeout=10)
     latencies = sorted((delivered_at[m] - t) * 1000 for m, t in sim.committed_at.items() if m in delivered_at)
