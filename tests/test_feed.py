@@ -18,7 +18,7 @@ import pytest
 from chatdesk.errors import AT_CAPACITY, CURSOR_EXPIRED, NOT_ASSIGNEE, OUT_OF_RANGE
 from chatdesk.feed import Feed
 from conftest import ROOT
-from helpers import connect, run_threads, two_operators_two_visitors
+from helpers import chatdesk_backends, connect, run_threads, two_operators_two_visitors
 from psycopg.conninfo import conninfo_to_dict
 
 
@@ -204,7 +204,7 @@ def test_watch_killed_and_resumed_loses_and_repeats_nothing(db_url):
         chat = conn.execute("select start_chat(%s)", (user,)).fetchone()[0]
         for n in range(10):
             conn.execute("select send_user_message(%s, %s)", (chat, f"m{n}"))
-    first = watch(db_url)
+    first = watch(db_url, "--from-start")
     seen = lines_until(first, 5)
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=10)
@@ -222,7 +222,7 @@ def test_watch_killed_and_resumed_loses_and_repeats_nothing(db_url):
 
 def test_watch_through_a_transaction_pooler_polls(pgbouncer, db_url):
     pooled = pgbouncer(conninfo_to_dict(db_url)["dbname"])
-    proc = watch(pooled)
+    proc = watch(pooled, "--from-start")
     try:
         with connect(db_url) as conn:
             user = conn.execute("select create_real_user('u')").fetchone()[0]
@@ -245,7 +245,7 @@ def test_watch_survives_a_killed_backend(db_url):
         conn.execute("update chatdesk.settings set value = '100' where key = 'max_open_chats_per_user'")  # one user, many chats
         chat = conn.execute("select start_chat(%s)", (user,)).fetchone()[0]
         conn.execute("select send_user_message(%s, 'before')", (chat,))
-    proc = watch(db_url)
+    proc = watch(db_url, "--from-start")
     try:
         seen = lines_until(proc, 3)
         with connect(db_url) as admin:
@@ -260,3 +260,23 @@ def test_watch_survives_a_killed_backend(db_url):
         _, err = proc.communicate(timeout=10)
     assert "connection lost" in err and "resuming from" in err, err
     assert [c["cursor"] for c in seen] == all_changes(db_url)
+
+
+def test_watch_starts_at_the_current_position(db_url):
+    """Without --since or --from-start, watch prints only what happens after it starts."""
+    with connect(db_url) as conn:
+        chat = conn.execute("select start_chat(create_real_user('u'))").fetchone()[0]
+        conn.execute("select send_user_message(%s, 'before watch')", (chat,))
+    proc = watch(db_url)
+    try:
+        chatdesk_backends(db_url)  # watch follows: it took its position before it connected to follow
+        with connect(db_url) as conn:
+            message = conn.execute("select send_user_message(%s, 'after watch')", (chat,)).fetchone()[0]
+        got = lines_until(proc, 1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)
+    assert [(c["kind"], c["message_id"]) for c in got] == [("message", message)]
+    both = subprocess.run([sys.executable, "-m", "chatdesk", "watch", "--database-url", db_url, "--since", "1:1",
+                           "--from-start"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert both.returncode == 2 and "--since and --from-start do not go together" in both.stderr

@@ -21,8 +21,36 @@ from chatdesk.durations import human
 from chatdesk.errors import BadRequest, ChatdeskError
 
 
+GLOBAL_OPTIONS = ("--database-url",)  # each takes one value
+
+
+def global_options_first(args: list[str]) -> list[str]:
+    """The arguments with the global options moved in front of the
+    subcommand, so `chatdesk status --database-url URL` works as well as
+    `chatdesk --database-url URL status` (the contract allows both)."""
+    front, rest, i = [], [], 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest += args[i:]
+            break
+        if arg in GLOBAL_OPTIONS and i + 1 < len(args):
+            front += args[i:i + 2]
+            i += 2
+            continue
+        if arg.startswith(tuple(f"{o}=" for o in GLOBAL_OPTIONS)):
+            front.append(arg)
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
+
+
 class Group(click.Group):
     """Turns chatdesk's errors and any database error escaping a command into one `Error:` line."""
+
+    def parse_args(self, ctx, args):
+        return super().parse_args(ctx, global_options_first(args))
 
     def invoke(self, ctx):
         try:
@@ -32,7 +60,7 @@ class Group(click.Group):
         except ChatdeskError as error:
             raise click.ClickException(str(error)) from None
         except psycopg.Error as error:
-            raise click.ClickException(db.first_line(error)) from None
+            raise click.ClickException(db.not_installed(ctx.obj, error) or db.first_line(error)) from None
 
 
 class Duration(click.ParamType):
@@ -316,14 +344,23 @@ def cron_remove(database_url) -> None:
 
 @cli.command()
 @click.option("--since", metavar="CURSOR", help="Resume after this cursor (the cursor of the last change you handled).")
+@click.option("--from-start", is_flag=True, help="Replay every change the feed keeps, then follow.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line, with its cursor.")
 @click.pass_obj
-def watch(database_url, since, as_json) -> None:
-    """Print the change feed as it happens, one line per change, until SIGINT/SIGTERM."""
+def watch(database_url, since, from_start, as_json) -> None:
+    """Print the change feed as it happens, one line per change, until SIGINT/SIGTERM.
+
+    Starts at the current position (new changes only), or after --since, or
+    with every change kept (--from-start)."""
     import signal
     import threading
 
     from chatdesk import feed
+
+    if since and from_start:
+        raise BadRequest("--since and --from-start do not go together: choose where to start")
+    if not since and not from_start:
+        since = feed.position(database_url)
 
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -38,6 +38,21 @@ def connect(conninfo: str | None, *, autocommit: bool = True, **kwargs) -> psyco
         raise ConnectionFailed(f"cannot connect to the database: {first_line(error)}") from None
 
 
+def not_installed(conninfo: str | None, error: psycopg.Error) -> str | None:
+    """For an error that says chatdesk's schema or tables are missing: the
+    line that says so and leads to `chatdesk migrate`; None otherwise."""
+    if getattr(error, "sqlstate", None) not in ("3F000", "42P01", "42883") or "chatdesk" not in str(error):
+        return None
+    try:
+        with connect(conninfo) as conn:
+            if conn.execute("select to_regclass('chatdesk.chats') is not null").fetchone()[0]:
+                return None
+            return (f"chatdesk is not installed in database {conn.info.dbname} at {conn.info.host}:{conn.info.port}; "
+                    "run chatdesk migrate first")
+    except (psycopg.Error, ChatdeskError):
+        return None
+
+
 def libpq_env(conninfo: str | None) -> dict:
     """The environment for a libpq client program (psql, pg_prove, pgbench) to reach `conninfo`."""
     from psycopg.conninfo import conninfo_to_dict

@@ -107,6 +107,12 @@ class Feed:
                     self._stop.wait(self.poll)
 
 
+def position(conninfo: str | None) -> str:
+    """The feed's current position: follow from it for new changes only."""
+    with db.connect(conninfo) as conn:
+        return conn.execute("select chatdesk.feed_position()").fetchone()[0]
+
+
 def follow(conninfo: str | None, since: str | None, emit: Callable[[Change], None], *,
            on_notice: Callable[[str], None] = lambda text: None, stop: threading.Event | None = None,
            retry: float = 1.0) -> str | None:
