@@ -14,6 +14,7 @@ COPY runner ./runner
 COPY sql ./sql
 COPY migrations ./migrations
 COPY tests/pgtap ./tests/pgtap
+COPY tests/pgtap_helpers.sql ./tests/pgtap_helpers.sql
 # A regular (non-editable) install: the SQL ships inside the package.
 RUN pip install . && rm -rf /src \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin chatdesk
