@@ -30,7 +30,8 @@ def test_durations_refuse(text):
 
 @pytest.mark.parametrize("seconds, text", [
     (0, "0s"), (59, "59s"), (119, "119s"), (120, "2m"), (121, "2m01s"), (3599, "59m59s"),
-    (3600, "1h00m"), (5400, "1h30m"), (90061, "25h01m"),
+    (3600, "1h00m"), (5400, "1h30m"), (90061, "25h01m"), (172799, "47h59m"), (172800, "2d 0h"),
+    (6379 * 3600 + 21 * 60, "265d 19h"),
 ])
 def test_durations_human(seconds, text):
     assert durations.human(timedelta(seconds=seconds)) == text

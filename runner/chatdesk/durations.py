@@ -29,4 +29,6 @@ def human(td: timedelta | None) -> str:
         return f"{seconds}s"
     if seconds < 3600:
         return f"{seconds // 60}m" + (f"{seconds % 60:02d}s" if seconds % 60 else "")
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d {seconds % 86400 // 3600}h"  # "last active 265d 19h ago", not 6379h21m
