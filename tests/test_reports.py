@@ -225,6 +225,9 @@ def test_report_formats_agree(reported, tmp_path):
     one = json.loads(run_cli(*args, "--format", "json", "--operator", ops[0]["operator_id"]).stdout)
     assert [o["operator_id"] for o in one["operators"]] == [ops[0]["operator_id"]]
     assert one["operators"][0] == ops[0]
+    # a support lead knows names: the name, in any case, is the same operator
+    by_name = json.loads(run_cli(*args, "--format", "json", "--operator", ops[0]["operator"].upper()).stdout)
+    assert by_name == one
 
     out = tmp_path / "r.html"
     written = run_cli(*args, "--format", "html", "-o", str(out))
@@ -238,11 +241,15 @@ def test_report_formats_agree(reported, tmp_path):
     (["--from", "2025-01-01", "--to", "2026-03-01"], "at most 366 days"),
     (["--from", "2026-03-01", "--to", "2026-03-02", "--operator", "00000000-0000-0000-0000-000000000001"],
      "operator 00000000-0000-0000-0000-000000000001 does not exist"),
-    (["--from", "2026-03-01", "--to", "2026-03-02", "--operator", "nobody"], "is not a valid UUID"),
+    (["--from", "2026-03-01", "--to", "2026-03-02", "--operator", "nobody"], "no operator is named 'nobody'"),
+    (["--from", "2026-03-01", "--to", "2026-03-02", "--operator", "Twin"], "2 operators are named 'Twin': Twin ("),
     (["--from", "2026-03-01", "--to", "2026-03-02", "-o", "/nonexistent/dir/r.html"], "cannot write /nonexistent/dir/r.html"),
     (["--from", "yesterday", "--to", "2026-03-02"], "Invalid value for '--from'"),
 ])
 def test_report_bad_input_is_one_error_line(db_url, args, message):
+    import psycopg
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("select chatdesk.create_operator('Twin'), chatdesk.create_operator('Twin')")
     result = run_cli("--database-url", db_url, "report", *args)
     assert_one_error_line(result)
     assert message in result.stderr

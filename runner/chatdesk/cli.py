@@ -249,16 +249,17 @@ def rollup(database_url, one_day, start, end, catch_up, no_wait, as_json) -> Non
 @cli.command()
 @click.option("--from", "first", type=click.DateTime(["%Y-%m-%d"]), required=True, help="First day (YYYY-MM-DD).")
 @click.option("--to", "last", type=click.DateTime(["%Y-%m-%d"]), required=True, help="Last day, included.")
-@click.option("--operator", "operator_id", type=click.UUID, help="Only this operator's figures.")
+@click.option("--operator", "operator", metavar="NAME|ID", help="Only this operator's figures: its name or id.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "html"]), default="table", show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write to this file, not stdout.")
 @click.pass_obj
-def report(database_url, first, last, operator_id, fmt, output) -> None:
+def report(database_url, first, last, operator, fmt, output) -> None:
     """First response, reply and resolution times, closes, load by hour, queue depth, from the rollup's tables."""
     from chatdesk import report as reports
 
-    span = reports.Range(first.date(), last.date(), operator_id)
+    reports.Range(first.date(), last.date())  # a bad range is refused before connecting
     with db.connect(database_url) as conn:
+        span = reports.Range(first.date(), last.date(), operator and reports.find_operator(conn, operator))
         if not output:
             reports.write(conn, span, fmt, click.get_text_stream("stdout"))
             return

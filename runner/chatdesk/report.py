@@ -39,6 +39,28 @@ class Range:
             raise BadRequest(f"a report covers at most {MAX_RANGE_DAYS} days, not {(self.last - self.first).days + 1}")
 
 
+def find_operator(conn: psycopg.Connection, name_or_id: str) -> UUID:
+    """The operator a support lead names: its id, or its name (exactly, then
+    ignoring case). A name that fits several is refused with the candidates."""
+    try:
+        wanted = UUID(name_or_id)
+    except ValueError:
+        wanted = None
+    if wanted is not None:
+        if not conn.execute("select 1 from chatdesk.operators where id = %s", (wanted,)).fetchone():
+            raise BadRequest(f"operator {wanted} does not exist")
+        return wanted
+    found = conn.execute("select id, name from chatdesk.operators where name = %s order by name, id",
+                         (name_or_id,)).fetchall() or conn.execute(
+        "select id, name from chatdesk.operators where lower(name) = lower(%s) order by name, id", (name_or_id,)).fetchall()
+    if not found:
+        raise BadRequest(f"no operator is named {name_or_id!r}")
+    if len(found) > 1:
+        raise BadRequest(f"{len(found)} operators are named {name_or_id!r}: "
+                         + ", ".join(f"{name} ({op})" for op, name in found) + "; pass the id")
+    return found[0][0]
+
+
 def _num(value):
     return None if value is None else float(value)
 
