@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 # Mutation testing of the Python (tests/mutate.py --python) runs a mutated
@@ -117,8 +118,20 @@ def pg_server():
         postgres_options=options,
     )
     executor.start()
+    url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    # The executor calls the server started once its port is open; a busy
+    # machine is still replaying then ("the database system is starting up").
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            psycopg.connect(url, connect_timeout=5).close()
+            break
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        yield url
     finally:
         executor.stop()
         shutil.rmtree(base, ignore_errors=True)

@@ -44,3 +44,29 @@ def test_global_options_go_before_or_after_the_subcommand(db_url):
     assert before.stdout.splitlines()[0][:20] == after.stdout.splitlines()[0][:20] == equals.stdout.splitlines()[0][:20]
     # nested commands too
     assert run_cli("cron", "status", "--database-url", "postgresql://nobody@127.0.0.1:1/x").stderr.startswith("Error:")
+
+
+def test_uninstall_says_what_it_would_drop_then_drops_it(db_url):
+    import psycopg
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("select chatdesk.create_operator('Ann')")
+    dry = run_cli("--database-url", db_url, "uninstall")
+    assert_one_error_line(dry)
+    assert "would drop schema chatdesk" in dry.stdout and "_yoyo_migration" in dry.stdout, dry.stdout
+    # the roles stay: the test server's other databases (the template) use them
+    assert "keep role chatdesk_app: databases" in dry.stdout
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("select count(*) from chatdesk.operators").fetchone()[0] == 1  # nothing removed
+    done = run_cli("--database-url", db_url, "uninstall", "--yes")
+    assert done.returncode == 0, done.stderr
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("select to_regnamespace('chatdesk'), to_regclass('public._yoyo_migration')").fetchone() \
+            == (None, None)
+        assert conn.execute("select count(*) from pg_roles where rolname like 'chatdesk\\_%'").fetchone()[0] >= 4
+    again = run_cli("--database-url", db_url, "uninstall", "--yes")
+    assert_one_error_line(again)
+    assert "chatdesk is not installed" in again.stderr
+    # and it installs again from scratch
+    assert run_cli("--database-url", db_url, "migrate").returncode == 0
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("select count(*) from chatdesk.operators").fetchone()[0] == 0

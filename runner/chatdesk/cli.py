@@ -378,6 +378,22 @@ def watch(database_url, since, from_start, as_json) -> None:
     feed.follow(database_url, since, emit, on_notice=lambda text: click.echo(text, err=True), stop=stop)
 
 
+@cli.command()
+@click.option("--yes", is_flag=True, help="Really remove it; without it, only say what would go.")
+@click.pass_obj
+def uninstall(database_url, yes) -> None:
+    """Remove chatdesk from the database, and its roles where no other database uses them."""
+    from chatdesk import uninstall as removal
+
+    plan = removal.uninstall(database_url, yes=yes)
+    for line in plan.lines():
+        click.echo(line if yes else line.replace("  drop", "  would drop").replace("  delete", "  would delete")
+                   .replace("  unschedule", "  would unschedule"))
+    if not yes:
+        raise click.ClickException("nothing removed: run chatdesk uninstall --yes to remove the above")
+    click.echo("chatdesk is uninstalled; chatdesk migrate installs it again.")
+
+
 @cli.command("create-login")
 @click.argument("name")
 @click.option("--kind", type=click.Choice(["app", "web", "reporting"]), required=True,
