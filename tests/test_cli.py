@@ -70,3 +70,19 @@ def test_uninstall_says_what_it_would_drop_then_drops_it(db_url):
     assert run_cli("--database-url", db_url, "migrate").returncode == 0
     with psycopg.connect(db_url) as conn:
         assert conn.execute("select count(*) from chatdesk.operators").fetchone()[0] == 0
+
+
+def test_migrate_plan_on_an_empty_database_names_the_roles_it_creates(empty_db_url, pg_server, template_db):
+    """The roles are cluster-wide: a first install creates what the cluster
+    lacks. One is renamed away for the test, as on a cluster that never had it."""
+    import psycopg
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute("alter role chatdesk_reporting rename to chatdesk_reporting_away")
+        try:
+            planned = run_cli("--database-url", empty_db_url, "migrate", "--plan")
+        finally:
+            admin.execute("alter role chatdesk_reporting_away rename to chatdesk_reporting")
+    assert planned.returncode == 0, planned.stderr
+    assert "apply   migrations/0001.schema.sql" in planned.stdout
+    assert "create  role chatdesk_reporting (cluster-wide, NOLOGIN" in planned.stdout
+    assert "create  role chatdesk_app" not in planned.stdout  # the cluster has it

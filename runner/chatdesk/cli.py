@@ -120,6 +120,8 @@ def migrate(database_url: str | None, list_only: bool, plan_only: bool, reload_a
             click.echo(f"apply   migrations/{migration_id}.sql")
         for name in planned.changed:
             click.echo(f"reload  sql/{name}")
+        for role in planned.roles:
+            click.echo(f"create  role {role} (cluster-wide, NOLOGIN; chatdesk uninstall removes it)")
         if not planned.pending and not planned.changed:
             click.echo("Nothing to do: no pending migrations, sql/ is up to date.")
         return

@@ -42,6 +42,8 @@ from chatdesk import db, resources
 from chatdesk.errors import MigrationFailed
 
 YOYO_LOCK_TABLE = "yoyo_lock"
+# The roles the migrations create when the cluster lacks them (0006, 0008): cluster-wide, NOLOGIN.
+CLUSTER_ROLES = ("chatdesk_owner", "chatdesk_app", "chatdesk_reporting", "chatdesk_web")
 # A lease not renewed for this long belongs to a dead run; renewed six times as often.
 LEASE_STALE = float(os.environ.get("CHATDESK_MIGRATE_LEASE_SECONDS", "30"))
 LEASE_RENEW = LEASE_STALE / 6
@@ -81,6 +83,7 @@ class MigrateResult:
 class Plan:
     pending: list[str]  # migrations not applied yet
     changed: list[str]  # sql/ files whose text differs from what was last loaded
+    roles: list[str] = field(default_factory=list)  # cluster-wide roles the migrations would create
 
 
 def status(conninfo: str | None) -> list[tuple[str, bool]]:
@@ -109,8 +112,10 @@ def plan(conninfo: str | None) -> Plan:
     pending = [migration_id for migration_id, applied in status(conninfo) if not applied]
     with db.connect(conninfo) as conn:
         loaded = _loaded_hashes(conn)
+        roles = [r for r in CLUSTER_ROLES
+                 if not conn.execute("select 1 from pg_roles where rolname = %s", (r,)).fetchone()]
     changed = [name for name, digest in sql_hashes().items() if loaded.get(name) != digest]
-    return Plan(pending, changed)
+    return Plan(pending, changed, roles if pending else [])
 
 
 class _Lease:
