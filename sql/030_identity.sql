@@ -40,6 +40,22 @@ as $$
        and pg_has_role(chatdesk.caller_role(), 'chatdesk_web', 'usage');
 $$;
 
+create or replace function chatdesk.may_have_web_identity()
+returns boolean
+language sql
+stable
+as $$
+    -- Whether a web caller can be anyone at all: not when its role also
+    -- inherits chatdesk_app or chatdesk_reporting, whose table-wide grants
+    -- would undo the columns withheld from web callers (other identities'
+    -- ids). Such a role is a web caller (is_web_caller) who is nobody: it
+    -- sees nothing and is refused everything. Fail closed: chatdesk
+    -- create-login never makes one.
+    select chatdesk.is_web_caller()
+       and not pg_has_role(chatdesk.caller_role(), 'chatdesk_app', 'usage')
+       and not pg_has_role(chatdesk.caller_role(), 'chatdesk_reporting', 'usage');
+$$;
+
 create or replace function chatdesk.jwt_subject()
 returns uuid
 language plpgsql
@@ -73,7 +89,7 @@ begin
     -- (about 50 µs, on every web call and in every policy), PL/pgSQL once
     -- per session.
     return (select o.id from chatdesk.operators o
-             where chatdesk.is_web_caller() and o.auth_user_id = chatdesk.jwt_subject());
+             where chatdesk.may_have_web_identity() and o.auth_user_id = chatdesk.jwt_subject());
 end;
 $$;
 
@@ -87,7 +103,7 @@ as $$
 begin
     -- The real user a web caller is (null for anyone else, or no match).
     return (select u.id from chatdesk.real_users u
-             where chatdesk.is_web_caller() and u.auth_user_id = chatdesk.jwt_subject());
+             where chatdesk.may_have_web_identity() and u.auth_user_id = chatdesk.jwt_subject());
 end;
 $$;
 
@@ -99,6 +115,17 @@ as $$
     -- How a refusal names a web caller: only its own ids.
     select coalesce('operator ' || chatdesk.web_operator_id(), 'real user ' || chatdesk.web_real_user_id(),
                     'a web caller without a known identity');
+$$;
+
+create or replace function chatdesk.refuse_nobody(p_action text)
+returns void
+language plpgsql
+as $$
+begin
+    -- A web caller without a known identity is refused everything (42501).
+    raise exception using errcode = '42501',
+        message = format('chatdesk: a web caller without a known identity may not %s', p_action);
+end;
 $$;
 
 create or replace function chatdesk.transaction_mark()

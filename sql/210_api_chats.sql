@@ -131,8 +131,8 @@ begin
     -- For a web caller (docs/contract.md): p_seen_message_id is required
     -- (23514), or a client that leaves it out would give up the reply race;
     -- a chat it does not hold is refused (CD001) before any lock, unless this
-    -- is a retry of its own; a retry of a chat it no longer holds returns
-    -- the message id alone, nothing of the chat's present.
+    -- is a retry of its own, which returns the message id alone (nothing of
+    -- the chat's present), also without a lock.
     perform chatdesk.authorize('write messages', 'operator', p_operator_id);
     if chatdesk.is_web_caller() then
         if p_seen_message_id is null then
@@ -141,12 +141,18 @@ begin
                                  p_operator_id, coalesce(p_chat_id::text, 'null')),
                 hint = 'Without it the answer would hand the chat back even if the user wrote meanwhile.';
         end if;
-        if not chatdesk.holds_chat(p_chat_id, p_operator_id) then  -- (nested IFs: each planned once)
-            if not exists (select 1 from chatdesk.messages m
-                            where m.chat_id = p_chat_id and m.client_message_id = p_client_message_id
-                              and m.sender_type = 'operator' and m.handled_by_operator_id = p_operator_id) then
+        if not chatdesk.holds_chat(p_chat_id, p_operator_id) then
+            -- its own retry: the first message's id, nothing of the chat's
+            -- present, and no lock on a chat someone else may hold now
+            select m.id into v_id from chatdesk.messages m
+             where m.chat_id = p_chat_id and m.client_message_id = p_client_message_id
+               and m.sender_type = 'operator' and m.handled_by_operator_id = p_operator_id;
+            if v_id is null then
                 perform chatdesk.refuse_not_assignee(null, p_chat_id, p_operator_id, 'write to');
             end if;
+            message_id := v_id;
+            return next;
+            return;
         end if;
     end if;
     insert into chatdesk.messages (chat_id, sender_type, handled_by_operator_id, body,

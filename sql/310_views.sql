@@ -16,10 +16,10 @@ comment on view chatdesk.operator_load is
 
 create or replace view chatdesk.chat_operators with (security_barrier = true) as
 select c.id as chat_id,
-       o.id as operator_id,
-       o.name
+       c.assigned_operator_id as operator_id,
+       -- one operator row per chat, through its key (a join may hash every operator)
+       (select o.name from chatdesk.operators o where o.id = c.assigned_operator_id) as name
   from chatdesk.chats c
-  join chatdesk.operators o on o.id = c.assigned_operator_id
  where c.chat_state = 'assigned'
    and (c.real_user_id = (select chatdesk.web_real_user_id())
         or c.assigned_operator_id = (select chatdesk.web_operator_id()));

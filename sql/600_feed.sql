@@ -119,7 +119,7 @@ begin
     --                          comings and goings (a chat change into or out
     --                          of waiting_assignment);
     --   a backend              everything;
-    --   any other web caller   nothing.
+    --   any other web caller   refused (42501).
     -- Each audience is read through its own index in feed order, so a poll
     -- costs the caller's own changes after its cursor, never the feed's size.
     if p_limit is null or p_limit not between 1 and 10000 then
@@ -138,7 +138,7 @@ begin
         v_operator := chatdesk.web_operator_id();
         v_user := chatdesk.web_real_user_id();
         if v_operator is null and v_user is null then
-            return;
+            perform chatdesk.refuse_nobody('read the change feed');
         end if;
     else
         v_operator := chatdesk.current_operator_id();
@@ -195,7 +195,11 @@ begin
     -- now (at least the pruned horizon). Take it, read the tables, then
     -- follow changes_since from it: every caller gets the same position, and
     -- what comes after it is scoped by changes_since. One step back along
-    -- the primary key, whatever the feed's size and whoever calls.
+    -- the primary key, whatever the feed's size and whoever calls. A web
+    -- caller who is nobody is refused (42501).
+    if chatdesk.is_web_caller() and chatdesk.web_operator_id() is null and chatdesk.web_real_user_id() is null then
+        perform chatdesk.refuse_nobody('read the change feed');
+    end if;
     return coalesce((select c.tx || ':' || c.id from chatdesk.changes c
                       where c.tx < pg_snapshot_xmin(pg_current_snapshot())
                       order by c.tx desc, c.id desc limit 1),

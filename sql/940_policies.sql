@@ -12,9 +12,10 @@
 -- read through its chat_id index, so the cost of a read follows the caller's
 -- own rows and never the table's size (an IN (subquery) would be a filter
 -- on a scan of every row).
--- A role that is both a backend and a web caller is a web caller: the
--- backend policies hold only for is_unscoped_backend() or the operator a
--- backend transaction acts for, both false or null for a web caller.
+-- A role that is both a backend (or reporting) and a web caller is a web
+-- caller, and nobody (may_have_web_identity): the backend and reporting
+-- policies hold only for callers that are not web (is_unscoped_backend(),
+-- not is_web_caller()), and its web identity is null.
 --   chatdesk_app        everything; a transaction narrowed by
 --                       act_as_operator() sees that operator's chats only.
 --   chatdesk_web        an operator: the queue (waiting chats, without their
@@ -38,9 +39,15 @@ drop policy if exists chats_web_read on chatdesk.chats;
 create policy chats_web_read on chatdesk.chats for select to chatdesk_web
     using (real_user_id = (select chatdesk.web_real_user_id())
            or (chat_state = 'assigned' and assigned_operator_id = (select chatdesk.web_operator_id()))
-           or (chat_state = 'waiting_assignment' and (select chatdesk.web_operator_id()) is not null));
+           -- the queue, for operators: a range of the queue's index that is
+           -- empty (from infinity) for anyone else, so a visitor's or
+           -- nobody's read never walks the queue
+           or (chat_state = 'waiting_assignment'
+               and queued_at >= (select case when chatdesk.web_operator_id() is not null
+                                             then '-infinity'::timestamptz else 'infinity' end)));
 drop policy if exists chats_reporting_read on chatdesk.chats;
-create policy chats_reporting_read on chatdesk.chats for select to chatdesk_reporting using (true);
+create policy chats_reporting_read on chatdesk.chats for select to chatdesk_reporting
+    using ((select not chatdesk.is_web_caller()));
 
 -- ---- messages ----
 drop policy if exists messages_app_read on chatdesk.messages;
@@ -90,13 +97,16 @@ create policy chat_events_web_read on chatdesk.chat_events for select to chatdes
                                  where c.chat_state = 'assigned'
                                    and c.assigned_operator_id = (select chatdesk.web_operator_id()))));
 drop policy if exists chat_events_reporting_read on chatdesk.chat_events;
-create policy chat_events_reporting_read on chatdesk.chat_events for select to chatdesk_reporting using (true);
+create policy chat_events_reporting_read on chatdesk.chat_events for select to chatdesk_reporting
+    using ((select not chatdesk.is_web_caller()));
 
 -- ---- operators (loads are numbers every backend may see) ----
 drop policy if exists operators_app_read on chatdesk.operators;
-create policy operators_app_read on chatdesk.operators for select to chatdesk_app using (true);
+create policy operators_app_read on chatdesk.operators for select to chatdesk_app
+    using ((select not chatdesk.is_web_caller()));
 drop policy if exists operators_reporting_read on chatdesk.operators;
-create policy operators_reporting_read on chatdesk.operators for select to chatdesk_reporting using (true);
+create policy operators_reporting_read on chatdesk.operators for select to chatdesk_reporting
+    using ((select not chatdesk.is_web_caller()));
 drop policy if exists operators_web_read on chatdesk.operators;
 create policy operators_web_read on chatdesk.operators for select to chatdesk_web
     using (id = (select chatdesk.web_operator_id()));
@@ -116,18 +126,20 @@ create policy changes_app_read on chatdesk.changes for select to chatdesk_app
 
 -- ---- daily stats ----
 drop policy if exists operator_daily_stats_app_read on chatdesk.operator_daily_stats;
-create policy operator_daily_stats_app_read on chatdesk.operator_daily_stats for select to chatdesk_app using (true);
+create policy operator_daily_stats_app_read on chatdesk.operator_daily_stats for select to chatdesk_app
+    using ((select not chatdesk.is_web_caller()));
 drop policy if exists operator_daily_stats_reporting_read on chatdesk.operator_daily_stats;
 create policy operator_daily_stats_reporting_read on chatdesk.operator_daily_stats for select to chatdesk_reporting
-    using (true);
+    using ((select not chatdesk.is_web_caller()));
 drop policy if exists operator_daily_stats_web_read on chatdesk.operator_daily_stats;
 create policy operator_daily_stats_web_read on chatdesk.operator_daily_stats for select to chatdesk_web
     using (operator_id = (select chatdesk.web_operator_id()));
 drop policy if exists operator_daily_times_app_read on chatdesk.operator_daily_times;
-create policy operator_daily_times_app_read on chatdesk.operator_daily_times for select to chatdesk_app using (true);
+create policy operator_daily_times_app_read on chatdesk.operator_daily_times for select to chatdesk_app
+    using ((select not chatdesk.is_web_caller()));
 drop policy if exists operator_daily_times_reporting_read on chatdesk.operator_daily_times;
 create policy operator_daily_times_reporting_read on chatdesk.operator_daily_times for select to chatdesk_reporting
-    using (true);
+    using ((select not chatdesk.is_web_caller()));
 drop policy if exists operator_daily_times_web_read on chatdesk.operator_daily_times;
 create policy operator_daily_times_web_read on chatdesk.operator_daily_times for select to chatdesk_web
     using (operator_id = (select chatdesk.web_operator_id()));
@@ -140,4 +152,5 @@ create policy conversations_app_read on chatdesk.conversations for select to cha
                                     where c.chat_state = 'assigned'
                                       and c.assigned_operator_id = (select chatdesk.current_operator_id()))));
 drop policy if exists conversations_reporting_read on chatdesk.conversations;
-create policy conversations_reporting_read on chatdesk.conversations for select to chatdesk_reporting using (true);
+create policy conversations_reporting_read on chatdesk.conversations for select to chatdesk_reporting
+    using ((select not chatdesk.is_web_caller()));

@@ -58,6 +58,8 @@ grant select on chatdesk.chat_counters_actual, chatdesk.operator_counters_actual
 grant select on chatdesk.chat_operators to chatdesk_web;
 
 grant execute on function chatdesk.stats_time_zone() to chatdesk_reporting;
+-- what the reporting policies call as the caller (a web caller sees nothing through them)
+grant execute on function chatdesk.is_web_caller(), chatdesk.caller_role() to chatdesk_reporting;
 
 -- Reading the reports' figures: business time and the histogram's buckets.
 grant execute on function

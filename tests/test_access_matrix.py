@@ -57,8 +57,8 @@ FUNCTIONS = {
     "close_chat": ("close_chat('{a_chat}')", BACKEND | {"web_op_a", "web_visitor"}),
     "start_chat": ("start_chat('{v}')", BACKEND | {"web_visitor"}),
     # the change feed: everyone but reporting reads it (row-level security says what)
-    "changes_since": ("changes_since()", BACKEND | WEB),
-    "feed_position": ("feed_position()", BACKEND | WEB),
+    "changes_since": ("changes_since()", BACKEND | WEB - NOBODY),
+    "feed_position": ("feed_position()", BACKEND | WEB - NOBODY),
     "prune_changes": ("prune_changes()", BACKEND),
     "send_user_message": ("send_user_message('{a_chat}', 'hi')", BACKEND | {"web_visitor"}),
     # maintenance: backends only
@@ -84,8 +84,8 @@ FUNCTIONS = {
     # what policies call as the caller (each tells a caller only about itself)
     "current_operator_id": ("current_operator_id()", BACKEND),
     "transaction_mark": ("transaction_mark()", BACKEND),
-    "is_web_caller": ("is_web_caller()", BACKEND),
-    "caller_role": ("caller_role()", BACKEND),
+    "is_web_caller": ("is_web_caller()", BACKEND | {"reporting"}),
+    "caller_role": ("caller_role()", BACKEND | {"reporting"}),
     "is_unscoped_backend": ("is_unscoped_backend()", BACKEND),
     "web_operator_id": ("web_operator_id()", WEB),
     "web_real_user_id": ("web_real_user_id()", WEB),
@@ -93,6 +93,8 @@ FUNCTIONS = {
     "verify_counters": ("verify_counters()", set()),
     # internal: helpers of the functions above, and trigger functions
     "jwt_subject": ("jwt_subject()", set()),
+    "may_have_web_identity": ("may_have_web_identity()", set()),
+    "refuse_nobody": ("refuse_nobody('x')", set()),
     "parse_cursor": ("parse_cursor('1:1')", set()),
     "feed_horizon": ("feed_horizon()", set()),
     "max_open_chats_per_user": ("max_open_chats_per_user()", set()),
