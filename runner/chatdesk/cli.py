@@ -442,7 +442,8 @@ def demo(database_url, seed, operators, users, demo_db, yes, keep, as_json, repo
         say("Simulating the day ...")
         with db.connect(url) as conn:
             report = day.simulate(conn, config, os.path.abspath(report_file))
-    click.echo(json.dumps(report, indent=2) if as_json else day.render(report))
+        # inside: with --keep, how to connect and stop comes after the report, not scrolled above it
+        click.echo(json.dumps(report, indent=2) if as_json else day.render(report))
     if any(report["violations"].values()):
         raise click.ClickException("a rule was broken during the demo (see above)")
 

@@ -67,8 +67,9 @@ def embedded(*, keep: bool, say: Callable[[str], None], purpose: str) -> Iterato
     finally:
         if keep:
             say(f"The {purpose} database is still running: psql '{server.get_uri()}'")
-            say(f"Stop it with: {server.bin_path / 'pg_ctl'} -D {pgdata} stop"
-                + ("   (as root: runuser -u pgserver -- ...)" if server.system_user else ""))
+            # run as root, the embedded server runs as the system user pgserver: stop it as that user
+            as_user = "runuser -u pgserver -- " if getattr(server, "system_user", None) else ""
+            say(f"Stop it with: {as_user}{server.bin_path / 'pg_ctl'} -D {pgdata} stop")
         else:
             server.cleanup()
             shutil.rmtree(workdir, ignore_errors=True)
