@@ -30,11 +30,11 @@ from mutants import MUTANTS  # noqa: E402
 
 # fastest and broadest first, so most mutants die within seconds
 SUITE = [
-    "tests/test_pgtap.py", "tests/test_bad_input.py", "tests/test_access_matrix.py", "tests/test_assignment.py",
-    "tests/test_stats.py", "tests/test_reports.py", "tests/test_feed.py", "tests/test_access.py",
-    "tests/test_verify.py", "tests/test_schedule.py", "tests/test_chat_concurrency.py", "tests/test_chat_model.py",
-    "tests/test_scaling.py", "tests/test_faults.py", "tests/test_access_states.py", "tests/test_rules_from_lists.py",
-    "tests/test_locks.py", "tests/test_feed_audiences.py", "tests/test_web_surface.py",
+    "tests/test_pgtap.py", "tests/test_bad_input.py", "tests/test_access_matrix.py", "tests/test_access_states.py",
+    "tests/test_rules_from_lists.py", "tests/test_locks.py", "tests/test_feed_audiences.py", "tests/test_assignment.py",
+    "tests/test_stats.py", "tests/test_feed.py", "tests/test_access.py", "tests/test_verify.py",
+    "tests/test_web_surface.py", "tests/test_reports.py", "tests/test_schedule.py", "tests/test_chat_concurrency.py",
+    "tests/test_chat_model.py", "tests/test_scaling.py", "tests/test_faults.py",
 ]
 TARGET = 0.95
 
