@@ -88,3 +88,17 @@ def test_the_images_contents_make_a_package_that_runs_its_tests(tmp_path, db_url
     tested = chatdesk("--database-url", db_url, "test")
     assert tested.returncode == 0, tested.stdout[-2000:] + tested.stderr
     assert "Traceback" not in tested.stderr
+
+
+def test_the_version_the_changelog_and_the_released_migrations_agree():
+    """One release: --version, the CHANGELOG's newest dated entry and the
+    newest release of migrations/released.sha256 name the same version."""
+    import re
+
+    from chatdesk import __version__
+    headings = re.findall(r"^## (\S+) \((\d{4}-\d{2}-\d{2})\)$", (ROOT / "CHANGELOG.md").read_text(), re.M)
+    assert headings and headings[0][0] == __version__, (headings[:1], __version__)
+    released = [line.split()[2] for line in (ROOT / "migrations" / "released.sha256").read_text().splitlines() if line]
+    assert released[-1] == __version__
+    version = subprocess.run([sys.executable, "-m", "chatdesk", "--version"], capture_output=True, text=True)
+    assert version.stdout.strip() == f"chatdesk, version {__version__}"

@@ -1,3 +1,3 @@
 """chatdesk: the database core of a live-chat platform, and its runner."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
