@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 import unicodedata
 import uuid
 
@@ -378,3 +379,37 @@ def test_every_web_read_reads_only_the_callers_rows(crowded, who):
                 if index_rows > allowed:
                     wrong.append(f"{name}: {index_rows} rows of {table} read through indexes")
     assert not wrong, f"as {who}:\n" + "\n".join(wrong)
+
+
+def test_a_retry_racing_the_loss_of_its_chat_still_tells_nothing(db_url):
+    """The race the pre-lock check cannot see: operator A still holds the
+    chat when its retry starts, and loses it while the retry waits for the
+    chat's lock. The answer is still the message id alone."""
+    p = two_operators_two_visitors(db_url)
+    chat = p["a_chat"]
+    with connect(db_url) as backend:
+        seen = backend.execute("select max(id) from messages where chat_id = %s", (chat,)).fetchone()[0]
+        backend.execute("select send_user_message(%s, 'still there?')", (chat,))
+        first = backend.execute("select message_id from send_operator_message(%s, %s, 'yes', 'race-1', %s)",
+                                (chat, p["a"], seen)).fetchone()[0]  # stays assigned: the user wrote meanwhile
+        assert backend.execute("select chat_state from chats where id = %s", (chat,)).fetchone()[0] == "assigned"
+    holder = psycopg.connect(db_url, options="-c search_path=chatdesk")
+    result = {}
+
+    def retry():
+        with psycopg.connect(db_url, autocommit=True) as web:
+            result["rows"] = as_web(web, p["a_login"],
+                                    "select * from chatdesk.send_operator_message(%s, %s, 'yes', 'race-1', %s)",
+                                    (chat, p["a"], seen))
+
+    try:
+        holder.execute("select 1 from chats where id = %s for no key update", (chat,))
+        thread = threading.Thread(target=retry)
+        thread.start()
+        time.sleep(0.5)  # the retry passed the pre-lock check and waits for the chat's lock
+        holder.execute("select release_chat(%s, %s)", (chat, p["a"]))
+        holder.commit()
+        thread.join(10)
+    finally:
+        holder.close()
+    assert result["rows"] == [(first, None, None)], result
