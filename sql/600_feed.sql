@@ -90,38 +90,20 @@ begin
 end;
 $$;
 
-create or replace function chatdesk.changes_since(p_cursor text default null, p_limit int default 1000)
-returns table (cursor text, kind text, chat_id uuid, message_id bigint, chat_state text,
-               created_at timestamptz, chat_seq int)
+create or replace function chatdesk.feed_start(p_cursor text, p_limit int)
+returns chatdesk.changes_horizon
 language plpgsql
 stable
-security definer  -- reads the feed's table, which web callers may not read; scopes every caller itself
+security definer  -- reads the horizon, a table no application role reads
 set search_path = chatdesk, pg_temp
 as $$
-#variable_conflict use_column
 declare
-    v_from     chatdesk.changes_horizon := chatdesk.parse_cursor(p_cursor);
-    v_horizon  chatdesk.changes_horizon;
-    v_bound    xid8 := pg_snapshot_xmin(pg_current_snapshot());
-    v_operator uuid;
-    v_user     uuid;
+    v_from chatdesk.changes_horizon := chatdesk.parse_cursor(p_cursor);
+    v_horizon chatdesk.changes_horizon;
 begin
-    -- The changes committed after p_cursor (null: from the oldest kept),
-    -- oldest first, at most p_limit (1 to 10000), only those the caller may
-    -- see. Pass the last row's cursor to get the next ones. A cursor older
-    -- than what the feed keeps is refused (CD006).
-    --
-    -- Who sees what (docs/contract.md, "Who may do what"):
-    --   a web visitor          its own chats' changes;
-    --   a web operator, or a   the changes of the chats it holds, up to and
-    --   backend acting for     including the one that ends its hold
-    --   one (act_as_operator)  (changes.operator_id), and the queue's
-    --                          comings and goings (a chat change into or out
-    --                          of waiting_assignment);
-    --   a backend              everything;
-    --   any other web caller   refused (42501).
-    -- Each audience is read through its own index in feed order, so a poll
-    -- costs the caller's own changes after its cursor, never the feed's size.
+    -- Where a read of the feed starts: p_cursor parsed (23514 if malformed),
+    -- refused with CD006 when it is older than the feed keeps; and p_limit
+    -- checked (1 to 10000). Every reader of the feed starts here.
     if p_limit is null or p_limit not between 1 and 10000 then
         raise exception using errcode = '23514',
             message = format('chatdesk: changes_since takes 1 to 10000 rows at a time, not %s',
@@ -133,7 +115,79 @@ begin
             message = format('chatdesk: cursor %s is older than the change feed keeps (feed_retention)', p_cursor),
             hint = 'Resynchronise: take chatdesk.feed_position(), read the tables, then continue from that position.';
     end if;
+    return v_from;
+end;
+$$;
 
+create or replace function chatdesk.audience_changes(p_from chatdesk.changes_horizon, p_bound xid8, p_limit int,
+                                                     p_operator uuid, p_user uuid)
+returns setof chatdesk.changes
+language sql
+stable
+as $$
+    -- Who sees which change: the one statement of it (docs/contract.md,
+    -- "Change feed"), used by changes_since and by chatdesk serve. The
+    -- changes after p_from and below p_bound, oldest first, at most p_limit,
+    -- that these may see:
+    --   real user p_user   its own chats' changes;
+    --   operator p_operator  the changes of the chats it holds, up to and
+    --                      including the one that ends its hold
+    --                      (changes.operator_id), and the queue's comings and
+    --                      goings (a chat change into or out of
+    --                      waiting_assignment; the same test as
+    --                      changes_queue_idx, so that index serves it).
+    -- Each audience is read through its own index in feed order, so a read
+    -- costs the caller's own changes after p_from, never the feed's size.
+    -- UNION: a claim is both the queue's and its operator's change.
+    select f.*
+      from ((select c.* from chatdesk.changes c
+              where c.real_user_id = p_user
+                and (c.tx, c.id) > (p_from.tx, p_from.id) and c.tx < p_bound
+              order by c.tx, c.id
+              limit p_limit)
+            union
+            (select c.* from chatdesk.changes c
+              where c.operator_id = p_operator
+                and (c.tx, c.id) > (p_from.tx, p_from.id) and c.tx < p_bound
+              order by c.tx, c.id
+              limit p_limit)
+            union
+            (select c.* from chatdesk.changes c
+              where p_operator is not null
+                and c.kind = 'chat' and (c.chat_state = 'waiting_assignment' or c.from_state = 'waiting_assignment')
+                and (c.tx, c.id) > (p_from.tx, p_from.id) and c.tx < p_bound
+              order by c.tx, c.id
+              limit p_limit)) f
+     order by f.tx, f.id
+     limit p_limit;
+$$;
+
+create or replace function chatdesk.changes_since(p_cursor text default null, p_limit int default 1000)
+returns table (cursor text, kind text, chat_id uuid, message_id bigint, chat_state text,
+               created_at timestamptz, chat_seq int)
+language plpgsql
+stable
+security definer  -- reads the feed's table, which web callers may not read; scopes every caller itself
+set search_path = chatdesk, pg_temp
+as $$
+#variable_conflict use_column
+declare
+    v_from     chatdesk.changes_horizon := chatdesk.feed_start(p_cursor, p_limit);
+    v_bound    xid8 := pg_snapshot_xmin(pg_current_snapshot());
+    v_operator uuid;
+    v_user     uuid;
+begin
+    -- The changes committed after p_cursor (null: from the oldest kept),
+    -- oldest first, at most p_limit (1 to 10000), only those the caller may
+    -- see. Pass the last row's cursor to get the next ones. A cursor older
+    -- than what the feed keeps is refused (CD006).
+    --
+    -- The caller's audience (audience_changes says who sees what):
+    --   a web caller           its operator and its real user (its JWT's sub);
+    --   a backend acting for   that operator;
+    --   one (act_as_operator)
+    --   a backend              everything;
+    --   any other web caller   refused (42501).
     if chatdesk.is_web_caller() then
         v_operator := chatdesk.web_operator_id();
         v_user := chatdesk.web_real_user_id();
@@ -153,33 +207,54 @@ begin
         end if;
     end if;
 
-    -- The caller's audiences, each its first p_limit rows through its index;
-    -- UNION: a claim is both the queue's and its operator's change.
     return query
     select f.tx || ':' || f.id, f.kind, f.chat_id, f.message_id, f.chat_state, f.created_at, f.chat_seq
-      from ((select c.tx, c.id, c.kind, c.chat_id, c.message_id, c.chat_state, c.created_at, c.chat_seq
-               from chatdesk.changes c
-              where c.real_user_id = v_user
-                and (c.tx, c.id) > (v_from.tx, v_from.id) and c.tx < v_bound
+      from chatdesk.audience_changes(v_from, v_bound, p_limit, v_operator, v_user) f
+     order by f.tx, f.id;
+end;
+$$;
+
+create or replace function chatdesk.serve_changes(p_cursor text, p_limit int, p_everyone boolean,
+                                                  p_operator_id uuid default null, p_real_user_id uuid default null)
+returns table (cursor text, kind text, chat_id uuid, message_id bigint, chat_state text,
+               created_at timestamptz, chat_seq int,
+               operator_id uuid, real_user_id uuid, queue boolean,
+               sender_type text, body text, client_message_id text, message_created_at timestamptz)
+language plpgsql
+stable
+security definer  -- reads the feed's start and horizon like changes_since; backends only (authorize)
+set search_path = chatdesk, pg_temp
+as $$
+#variable_conflict use_column
+declare
+    v_from  chatdesk.changes_horizon := chatdesk.feed_start(p_cursor, p_limit);
+    v_bound xid8 := pg_snapshot_xmin(pg_current_snapshot());
+begin
+    -- The feed as chatdesk serve reads it (a backend: it reads what
+    -- changes_since reads, with each change's audience and its message):
+    --   p_everyone   every change after p_cursor, with who may see it
+    --                (operator_id, real_user_id, queue: the tests of
+    --                audience_changes), for one read per wake-up whatever
+    --                the number of subscribers;
+    --   otherwise    what operator p_operator_id and real user
+    --                p_real_user_id may see (audience_changes), for one
+    --                subscriber catching up from its own cursor.
+    -- Same cursors, order and exactly-once as changes_since.
+    perform chatdesk.authorize('read the feed for others', 'backend');
+    return query
+    select c.tx || ':' || c.id, c.kind, c.chat_id, c.message_id, c.chat_state, c.created_at, c.chat_seq,
+           c.operator_id, c.real_user_id,
+           c.kind = 'chat' and (c.chat_state = 'waiting_assignment' or c.from_state = 'waiting_assignment'),
+           m.sender_type, m.body, m.client_message_id, m.created_at
+      from ((select * from chatdesk.changes c
+              where p_everyone and (c.tx, c.id) > (v_from.tx, v_from.id) and c.tx < v_bound
               order by c.tx, c.id
               limit p_limit)
-            union
-            (select c.tx, c.id, c.kind, c.chat_id, c.message_id, c.chat_state, c.created_at, c.chat_seq
-               from chatdesk.changes c
-              where c.operator_id = v_operator
-                and (c.tx, c.id) > (v_from.tx, v_from.id) and c.tx < v_bound
-              order by c.tx, c.id
-              limit p_limit)
-            union
-            (select c.tx, c.id, c.kind, c.chat_id, c.message_id, c.chat_state, c.created_at, c.chat_seq
-               from chatdesk.changes c
-              where v_operator is not null
-                and c.kind = 'chat' and (c.chat_state = 'waiting_assignment' or c.from_state = 'waiting_assignment')
-                and (c.tx, c.id) > (v_from.tx, v_from.id) and c.tx < v_bound
-              order by c.tx, c.id
-              limit p_limit)) f
-     order by f.tx, f.id
-     limit p_limit;
+            union all
+            (select * from chatdesk.audience_changes(v_from, v_bound, p_limit, p_operator_id, p_real_user_id)
+              where not p_everyone)) c
+      left join chatdesk.messages m on m.id = c.message_id
+     order by c.tx, c.id;
 end;
 $$;
 
@@ -240,6 +315,8 @@ $$;
 
 comment on function chatdesk.changes_since(text, int) is
     'The change feed after a cursor, in commit order, exactly once, only what the caller may see; CD006 for a cursor older than what is kept.';
+comment on function chatdesk.serve_changes(text, int, boolean, uuid, uuid) is
+    'For chatdesk serve (backends only): the feed with each change''s audience and message, for everyone or one identity.';
 comment on function chatdesk.feed_position() is
     'The cursor of the newest change readable now: resynchronise from the tables, then follow changes_since from it.';
 comment on function chatdesk.prune_changes() is

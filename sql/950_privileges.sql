@@ -44,7 +44,10 @@ grant execute on function
     chatdesk.transaction_mark(),
     chatdesk.is_web_caller(),
     chatdesk.caller_role(),
-    chatdesk.is_unscoped_backend()
+    chatdesk.is_unscoped_backend(),
+    -- chatdesk serve: the feed with its audiences, and who a JWT's sub is
+    chatdesk.serve_changes(text, int, boolean, uuid, uuid),
+    chatdesk.web_identity(uuid)
     to chatdesk_app;
 
 -- The identity functions web callers' row-level security policies call (each

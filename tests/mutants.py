@@ -207,7 +207,7 @@ MUTANTS = [
     Mutant("reopen-cap", "110_messages.sql",
            "            perform chatdesk.check_open_chats(v_chat.real_user_id, v_chat.id);", "            null;",
            "reopening a closed chat counts against the cap (CD007)"),
-    Mutant("feed-queue-for-visitors", "600_feed.sql", "              where v_operator is not null",
+    Mutant("feed-queue-for-visitors", "600_feed.sql", "              where p_operator is not null",
            "              where true", "only operators see the queue's comings and goings in the feed"),
     Mutant("hybrid-is-backend", "030_identity.sql",
            "    select not chatdesk.is_web_caller() and chatdesk.current_operator_id() is null;",

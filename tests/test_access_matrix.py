@@ -60,6 +60,9 @@ FUNCTIONS = {
     "changes_since": ("changes_since()", BACKEND | WEB - NOBODY),
     "feed_position": ("feed_position()", BACKEND | WEB - NOBODY),
     "prune_changes": ("prune_changes()", BACKEND),
+    # chatdesk serve's: the feed with its audiences and bodies, and who a login is
+    "serve_changes": ("serve_changes(null, 10, true)", BACKEND),
+    "web_identity": ("web_identity('{a_login}')", BACKEND),
     "send_user_message": ("send_user_message('{a_chat}', 'hi')", BACKEND | {"web_visitor"}),
     # maintenance: backends only
     "create_operator": ("create_operator('X')", BACKEND),
@@ -97,6 +100,8 @@ FUNCTIONS = {
     "refuse_nobody": ("refuse_nobody('x')", set()),
     "parse_cursor": ("parse_cursor('1:1')", set()),
     "feed_horizon": ("feed_horizon()", set()),
+    "feed_start": ("feed_start(null, 10)", set()),
+    "audience_changes": ("audience_changes(row(true, '0', 0), '1', 10, null, null)", set()),
     "max_open_chats_per_user": ("max_open_chats_per_user()", set()),
     "check_open_chats": ("check_open_chats('{v}', null)", set()),
     "web_may_close": ("web_may_close(null)", set()),

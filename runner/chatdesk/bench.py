@@ -36,7 +36,7 @@ from pathlib import Path
 
 import psycopg
 
-from chatdesk import bench_web, db, migrate
+from chatdesk import bench_serve, bench_web, db, migrate
 from chatdesk.errors import BadRequest, ChatdeskError, ToolMissing
 
 
@@ -62,12 +62,15 @@ class Scale:
     pollers: int = 1_000  # web load: visitors polling once a second
     poll_threads: int = 8  # web load: connections they poll through (a PostgREST pool)
     load_rate: int = 300  # web load: messages written per second meanwhile
+    subscribers: int = 1_000  # delivery: chatdesk serve's subscribers, one chat each
+    delivery_rates: tuple[int, ...] = (200, 1_000)  # delivery: changes per second written
 
 
 SMOKE = Scale(chats=500, queue=5_000, operators=50, messages=60_000, days=30, history_factor=2,
               seconds=1.0, clients=(1, 2), growth_base=1_000, growth_changes=20_000,
               long_chat=5_000, many_operators=200, cost_calls=300, gate_cpu=False,
-              web_rows=5_000, web_calls=20, load_changes=20_000, pollers=50, poll_threads=2, load_rate=50)
+              web_rows=5_000, web_calls=20, load_changes=20_000, pollers=50, poll_threads=2, load_rate=50,
+              subscribers=20, delivery_rates=(20, 50))
 
 
 @dataclass
@@ -1078,6 +1081,7 @@ SECTIONS: dict[str, tuple[str | None, Callable[[Bench], None]]] = {
     "growth": (None, growth_section),
     "web": (None, bench_web.web_section),
     "web-load": (None, bench_web.web_load_section),
+    "delivery": (None, bench_serve.delivery_section),
 }
 
 

@@ -381,6 +381,39 @@ def watch(database_url, since, from_start, as_json) -> None:
 
 
 @cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--listen-url", envvar="CHATDESK_LISTEN_URL", show_envvar=True, metavar="URL",
+              help="A direct connection for LISTEN when --database-url goes through a transaction-mode pooler.")
+@click.pass_obj
+def serve(database_url, host, port, listen_url) -> None:
+    """Stream the change feed to browsers as Server-Sent Events (GET /feed).
+
+    Each browser's JWT (CHATDESK_JWT_SECRET, HS256; audience
+    CHATDESK_JWT_AUDIENCE, default authenticated) decides what it gets:
+    exactly changes_since for its identity. Stops within 10 s of
+    SIGTERM/SIGINT. Needs pip install 'chatdesk[serve]'."""
+    try:
+        import uvicorn
+
+        from chatdesk import serve as serving
+    except ImportError as error:
+        raise BadRequest(f"chatdesk serve needs its extra: pip install 'chatdesk[serve]' ({error.name} is missing)")
+    try:
+        settings = serving.settings_from_env(database_url, listen_url)
+    except ValueError as error:
+        raise BadRequest(str(error)) from None
+    db.connect(database_url).close()  # a database that does not answer: one Error line, not a stack of them
+    config = uvicorn.Config(serving.App(settings), host=host, port=port, log_level="info", lifespan="on",
+                            timeout_graceful_shutdown=5, proxy_headers=True)
+    server = uvicorn.Server(config)
+    click.echo(f"chatdesk serve: http://{host}:{port}/feed (Server-Sent Events), /healthz; Ctrl-C stops", err=True)
+    server.run()
+    if not server.started:
+        raise click.ClickException("the server did not start (see the lines above)")
+
+
+@cli.command()
 @click.option("--yes", is_flag=True, help="Really remove it; without it, only say what would go.")
 @click.pass_obj
 def uninstall(database_url, yes) -> None:
@@ -458,7 +491,7 @@ def demo(database_url, seed, operators, users, demo_db, yes, keep, as_json, repo
 @click.option("--yes", is_flag=True, help="Replace --bench-db if it already exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--only", multiple=True, metavar="SECTION",
-              help="Run only this section (repeatable): cpu, ingest, feed, migrate, claim, rollup, growth, web, web-load. "
+              help="Run only this section (repeatable): cpu, ingest, feed, migrate, claim, rollup, growth, web, web-load, delivery. "
                    "The data it needs is set up anyway.")
 @click.pass_obj
 def bench(database_url, smoke, seconds, messages, synchronous_commit, bench_db, yes, as_json, only) -> None:

@@ -17,6 +17,7 @@ out with a probe and says so, and then polls.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -130,3 +131,115 @@ def follow(conninfo: str | None, since: str | None, emit: Callable[[Change], Non
             on_notice(f"connection lost ({db.first_line(error)}); resuming from {cursor or 'the start'} ...")
             stop.wait(retry)
     return cursor
+
+
+class AsyncFeed:
+    """The async counterpart of Feed, for asyncio applications (FastAPI,
+    Starlette):
+
+        async for change in AsyncFeed(url, since=saved_cursor):
+            await handle(change)
+
+    The same loop: LISTEN (proved by a probe) before each read, one batch
+    read at a time, the timed poll as the backstop. `listen_conninfo` is a
+    direct connection for LISTEN when `conninfo` goes through a
+    transaction-mode pooler (where LISTEN hears nothing); reads stay on
+    `conninfo`. stop() ends the iteration within one poll."""
+
+    query = "select * from chatdesk.changes_since(%s, %s)"
+
+    def __init__(self, conninfo: str | None, since: str | None = None, *, listen_conninfo: str | None = None,
+                 batch: int = 1000, poll: float = 0.2, on_notice: Callable[[str], None] = lambda text: None):
+        self.conninfo, self.listen_conninfo = conninfo, listen_conninfo
+        self.cursor, self.batch, self.poll, self.on_notice = since, batch, poll, on_notice
+        self.listening = False
+        self.reads = 0  # batch reads so far (the bench counts them)
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @staticmethod
+    async def connect(conninfo: str | None) -> psycopg.AsyncConnection:
+        try:
+            return await psycopg.AsyncConnection.connect(conninfo or "", autocommit=True, prepare_threshold=None,
+                                                         application_name=db.APP_NAME, connect_timeout=10)
+        except psycopg.Error as error:
+            raise ConnectionFailed(f"cannot connect to the database: {db.first_line(error)}") from None
+
+    def make(self, row: tuple):
+        """One change from one row of `query` (a subclass reads more columns)."""
+        return Change(*row)
+
+    async def _listen(self, conn: psycopg.AsyncConnection) -> bool:
+        probe = f"chatdesk_probe_{os.getpid()}_{id(self)}"
+        await conn.execute(f"listen {CHANNEL}")
+        await conn.execute(f"listen {probe}")
+        other = await self.connect(self.listen_conninfo or self.conninfo)
+        async with other:
+            await other.execute("select pg_notify(%s, '')", (probe,))
+        heard = False
+        async for n in conn.notifies(timeout=1.0, stop_after=1):
+            heard = n.channel == probe
+        await conn.execute(f"unlisten {probe}")
+        return heard
+
+    async def _wait(self, listener: psycopg.AsyncConnection | None) -> None:
+        """Until a wake-up, or the poll's end (stop() takes effect by then)."""
+        if listener is None:
+            try:
+                await asyncio.wait_for(self._stop.wait(), self.poll)
+            except asyncio.TimeoutError:
+                pass
+            return
+        async for _ in listener.notifies(timeout=self.poll, stop_after=1):
+            pass
+
+    async def __aiter__(self):
+        reader = await self.connect(self.conninfo)
+        listener = await self.connect(self.listen_conninfo) if self.listen_conninfo else reader
+        try:
+            standby = (await (await reader.execute("select pg_is_in_recovery()")).fetchone())[0]
+            self.listening = not standby and await self._listen(listener)
+            if standby:
+                self.on_notice(f"a read-only standby: NOTIFY does not reach it; polling every {self.poll:g} s")
+            elif not self.listening:
+                self.on_notice(f"LISTEN hears nothing on this connection (a transaction-mode pooler?): "
+                               f"polling every {self.poll:g} s; give a direct connection for LISTEN")
+            while not self._stop.is_set():
+                rows = await (await reader.execute(self.query, (self.cursor, self.batch))).fetchall()
+                self.reads += 1
+                for row in rows:
+                    change = self.make(row)
+                    self.cursor = change.cursor
+                    yield change
+                    if self._stop.is_set():
+                        return
+                if len(rows) < self.batch:
+                    await self._wait(listener if self.listening else None)
+        finally:
+            await reader.close()
+            if listener is not reader:
+                await listener.close()
+
+
+async def follow_async(conninfo: str | None, since: str | None, emit, *, listen_conninfo: str | None = None,
+                       on_notice: Callable[[str], None] = lambda text: None, retry: float = 1.0,
+                       feed_class: type[AsyncFeed] = AsyncFeed, started=None) -> None:
+    """follow() for asyncio: await emit(change) for every change from `since`,
+    reconnecting after a dropped connection or a server restart (the cursor
+    carries over: nothing lost, nothing repeated). Runs until cancelled.
+    `started(feed)` is called with each new feed (to stop it, say)."""
+    cursor = since
+    while True:
+        feed = feed_class(conninfo, cursor, listen_conninfo=listen_conninfo, on_notice=on_notice)
+        if started is not None:
+            started(feed)
+        try:
+            async for change in feed:
+                await emit(change)
+                cursor = change.cursor
+            return
+        except (psycopg.OperationalError, ConnectionFailed) as error:
+            on_notice(f"connection lost ({db.first_line(error)}); resuming from {cursor or 'the start'} ...")
+            await asyncio.sleep(retry)
