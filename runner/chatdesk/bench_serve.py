@@ -115,8 +115,8 @@ def _write(conninfo: str, options: str, chats: list, rate: float | None, seconds
             start = time.perf_counter()
             n = 0
             while (elapsed := time.perf_counter() - start) < seconds:
-                if rate is not None and n >= elapsed * rate / writers:
-                    time.sleep(0.0005)
+                if rate is not None and elapsed < (n * writers + w) / rate:
+                    time.sleep(0.0005)  # message k is due at k / rate: evenly spread, writers interleaved
                     continue
                 cid = f"w{w}-{n}-{uuid.uuid4().hex[:6]}"
                 if sent is not None:

@@ -31,6 +31,9 @@ from chatdesk import db
 from chatdesk.errors import ConnectionFailed
 
 CHANNEL = "chatdesk"
+# Writers send at most one wake-up per 50 ms (publish_change): a reader that
+# was woken reads once more this long after, for what committed in that window.
+WAKE_FOLLOW_UP = 0.06
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ class Feed:
             elif not self.listening:
                 self.on_notice(f"LISTEN hears nothing on this connection (a transaction-mode pooler?): "
                                f"polling every {self.poll:g} s; connect directly for wake-ups")
+            woken = False
             while not self._stop.is_set():
                 rows = conn.execute("select * from chatdesk.changes_since(%s, %s)", (self.cursor, self.batch)).fetchall()
                 for row in rows:
@@ -101,11 +105,12 @@ class Feed:
                         return
                 if len(rows) == self.batch:
                     continue  # more is waiting: read on at once
+                timeout, woken = (WAKE_FOLLOW_UP if woken else self.poll), False
                 if self.listening:
-                    for _ in conn.notifies(timeout=self.poll, stop_after=1):
-                        pass
+                    for _ in conn.notifies(timeout=timeout, stop_after=1):
+                        woken = True  # read now, and once more a throttle window later
                 else:
-                    self._stop.wait(self.poll)
+                    self._stop.wait(timeout)
 
 
 def position(conninfo: str | None) -> str:
@@ -154,6 +159,7 @@ class AsyncFeed:
         self.cursor, self.batch, self.poll, self.on_notice = since, batch, poll, on_notice
         self.listening = False
         self.reads = 0  # batch reads so far (the bench counts them)
+        self._woken = False
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
@@ -185,15 +191,20 @@ class AsyncFeed:
         return heard
 
     async def _wait(self, listener: psycopg.AsyncConnection | None) -> None:
-        """Until a wake-up, or the poll's end (stop() takes effect by then)."""
+        """Until a wake-up, or the poll's end (stop() takes effect by then).
+        After a wake-up, the next read comes one throttle window later
+        (WAKE_FOLLOW_UP): writers send at most one wake-up per 50 ms, so
+        what commits just after one gets none of its own."""
+        timeout = WAKE_FOLLOW_UP if self._woken else self.poll
+        self._woken = False
         if listener is None:
             try:
-                await asyncio.wait_for(self._stop.wait(), self.poll)
+                await asyncio.wait_for(self._stop.wait(), timeout)
             except asyncio.TimeoutError:
                 pass
             return
-        async for _ in listener.notifies(timeout=self.poll, stop_after=1):
-            pass
+        async for _ in listener.notifies(timeout=timeout, stop_after=1):
+            self._woken = True
 
     async def __aiter__(self):
         reader = await self.connect(self.conninfo)
