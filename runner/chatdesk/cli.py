@@ -46,8 +46,26 @@ def global_options_first(args: list[str]) -> list[str]:
     return front + rest
 
 
+# `chatdesk --help` lists the commands in the order a deployment meets them.
+WORKFLOW_ORDER = ("migrate", "create-login", "status", "watch", "serve", "rollup", "report", "schedule", "cron",
+                  "release-idle", "verify", "test", "demo", "bench", "uninstall")
+
+
 class Group(click.Group):
     """Turns chatdesk's errors and any database error escaping a command into one `Error:` line."""
+
+    def list_commands(self, ctx):
+        known = [name for name in WORKFLOW_ORDER if name in self.commands]
+        return known + sorted(name for name in self.commands if name not in known)
+
+    def format_commands(self, ctx, formatter):
+        # Whole one-line summaries (click cuts them at the terminal's width
+        # less the names' column; the formatter wraps instead).
+        rows = [(name, self.commands[name].get_short_help_str(limit=200)) for name in self.list_commands(ctx)
+                if not self.commands[name].hidden]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def parse_args(self, ctx, args):
         return super().parse_args(ctx, global_options_first(args))
@@ -217,9 +235,9 @@ def status(database_url: str | None, idle_after, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--date", "one_day", type=click.DateTime(["%Y-%m-%d"]), help="Roll up this day (YYYY-MM-DD).")
-@click.option("--from", "start", type=click.DateTime(["%Y-%m-%d"]), help="Backfill from this day ...")
-@click.option("--to", "end", type=click.DateTime(["%Y-%m-%d"]), help="... through this day (default: today).")
+@click.option("--date", "one_day", type=click.DateTime(["%Y-%m-%d"]), metavar="YYYY-MM-DD", help="Roll up this day (YYYY-MM-DD).")
+@click.option("--from", "start", type=click.DateTime(["%Y-%m-%d"]), metavar="YYYY-MM-DD", help="Backfill from this day ...")
+@click.option("--to", "end", type=click.DateTime(["%Y-%m-%d"]), metavar="YYYY-MM-DD", help="... through this day (default: today).")
 @click.option("--catch-up", is_flag=True, help="Every day since the last one rolled up, through today.")
 @click.option("--no-wait", is_flag=True, help="If another rollup is running, exit 0 at once instead of waiting.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON.")
@@ -249,8 +267,8 @@ def rollup(database_url, one_day, start, end, catch_up, no_wait, as_json) -> Non
 
 
 @cli.command()
-@click.option("--from", "first", type=click.DateTime(["%Y-%m-%d"]), required=True, help="First day (YYYY-MM-DD).")
-@click.option("--to", "last", type=click.DateTime(["%Y-%m-%d"]), required=True, help="Last day, included.")
+@click.option("--from", "first", type=click.DateTime(["%Y-%m-%d"]), metavar="YYYY-MM-DD", required=True, help="First day (YYYY-MM-DD).")
+@click.option("--to", "last", type=click.DateTime(["%Y-%m-%d"]), metavar="YYYY-MM-DD", required=True, help="Last day, included.")
 @click.option("--operator", "operator", metavar="NAME|ID", help="Only this operator's figures: its name or id.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "html"]), default="table", show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write to this file, not stdout.")

@@ -152,6 +152,7 @@ class AsyncFeed:
     `conninfo`. stop() ends the iteration within one poll."""
 
     query = "select * from chatdesk.changes_since(%s, %s)"
+    application_name = db.APP_NAME
 
     def __init__(self, conninfo: str | None, since: str | None = None, *, listen_conninfo: str | None = None,
                  batch: int = 1000, poll: float = 0.2, on_notice: Callable[[str], None] = lambda text: None):
@@ -165,11 +166,10 @@ class AsyncFeed:
     def stop(self) -> None:
         self._stop.set()
 
-    @staticmethod
-    async def connect(conninfo: str | None) -> psycopg.AsyncConnection:
+    async def connect(self, conninfo: str | None) -> psycopg.AsyncConnection:
         try:
             return await psycopg.AsyncConnection.connect(conninfo or "", autocommit=True, prepare_threshold=None,
-                                                         application_name=db.APP_NAME, connect_timeout=10)
+                                                         application_name=self.application_name, connect_timeout=10)
         except psycopg.Error as error:
             raise ConnectionFailed(f"cannot connect to the database: {db.first_line(error)}") from None
 

@@ -87,6 +87,7 @@ class ServedChange(Change):
 class HubFeed(AsyncFeed):
     """The whole feed, with each change's audience (one read per wake-up)."""
     query = "select * from chatdesk.serve_changes(%s, %s, true)"
+    application_name = "chatdesk serve"
 
     def make(self, row: tuple) -> ServedChange:
         return ServedChange(*row)

@@ -1,3 +1,9 @@
+-- chatdesk's schema, as `chatdesk migrate` leaves a database: every table,
+-- index, function, trigger, policy and grant, in pg_dump's words. Read the
+-- current design here rather than in the migrations. Generated (make
+-- schema-snapshot); tests/test_schema.py fails when it differs from what the
+-- migrations and sql/ make.
+
 CREATE SCHEMA chatdesk;
 
 COMMENT ON SCHEMA chatdesk IS 'chatdesk: the database core of a live-chat platform (docs/contract.md).';
