@@ -30,13 +30,29 @@ begin
     -- What every chatdesk pgTAP file does first, right after `begin`: pgTAP
     -- itself (created inside the file's transaction when the database lacks
     -- it), search_path chatdesk, public for the rest of the transaction, and
-    -- the fixtures table. The files' fixtures give one user many chats: the
-    -- cap on open chats per user (070_security.sql tests it) is raised for
-    -- the file's transaction, rolled back with it.
+    -- the fixtures table.
+    --
+    -- The files run on any migrated database, one with chats of its own
+    -- too (`chatdesk test` on yours), so for the file's transaction only,
+    -- rolled back with it, the database is put in the state the files
+    -- assume: the settings at their defaults (but for the cap on open chats
+    -- the cap), no business hours or holidays, other chats out of the queue
+    -- (a claim takes the oldest chat queued in the whole database) and other
+    -- operators off duty (a rollup writes a row for every active operator).
+    -- Nothing else is touched: where an assertion counts rows, it counts the
+    -- file's own.
     create extension if not exists pgtap;
     perform set_config('search_path', 'chatdesk, public', true);
     perform chatdesk_test.begin_fixtures();
-    update chatdesk.settings set value = '100' where key = 'max_open_chats_per_user';
+    update chatdesk.settings s
+       set value = d.value
+      from (values ('stats_time_zone', 'UTC'), ('max_open_chats_per_user', '100'),
+                   ('first_response_target', '5 minutes'), ('feed_retention', '7 days')) d(key, value)
+     where s.key = d.key and s.value is distinct from d.value;
+    delete from chatdesk.business_hours;
+    delete from chatdesk.holidays;
+    delete from chatdesk.queue;
+    update chatdesk.operators set is_active = false where is_active;
 end;
 $$;
 

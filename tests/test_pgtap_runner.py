@@ -11,7 +11,7 @@ from chatdesk import cli, pgtap
 from chatdesk.db import libpq_env
 from click.testing import CliRunner
 from conftest import PGTAP_DIR
-from helpers import assert_one_error_line, run_cli
+from helpers import assert_one_error_line, connect, generate_traffic, run_cli
 
 PASSING = """begin;
 create extension if not exists pgtap;
@@ -35,6 +35,28 @@ def test_chatdesk_test_runs_the_projects_suite(db_url):
     last = result.stdout.strip().splitlines()[-1]
     assert last.startswith(f"Files={len(list(PGTAP_DIR.glob('*.sql')))}, ") and last.endswith("Result: PASS")
     assert "not ok" not in result.stdout
+
+
+def test_the_projects_suite_passes_on_a_database_with_data(db_url):
+    """The README tells you to run `chatdesk test` on your own database: each
+    file must not depend on what else is there. Here: a day of traffic with
+    closes, releases and idle releases, chats waiting in the queue since long
+    ago and just now, queue samples, a rollup, with and without a pinned clock."""
+    with connect(db_url) as conn:
+        generate_traffic(conn, lifecycle=True, steps=400)
+        user = conn.execute("select create_real_user('someone else')").fetchone()[0]
+        for when in ("2000-01-01 00:00+00", "2026-02-01 08:00+00", None):  # old, among the files' times, now
+            if when:
+                conn.execute("select set_config('chatdesk.clock', %s, false)", (when,))
+            chat = conn.execute("select start_chat(%s)", (user,)).fetchone()[0]
+            conn.execute("select send_user_message(%s, 'still waiting')", (chat,))
+            conn.execute("select sample_queue()")
+            conn.execute("reset chatdesk.clock")
+        conn.execute("select rollup_operator_stats(current_date)")
+        assert conn.execute("select count(*) from chats where chat_state = 'waiting_assignment'").fetchone()[0] >= 3
+    result = run_cli("--database-url", db_url, "test", timeout=300)
+    assert result.returncode == 0, "\n".join(line for line in result.stdout.splitlines() if "not ok" in line
+                                             or line.startswith("#"))[:4000]
 
 
 def test_chatdesk_test_prints_tap_and_passes(db_url, tmp_path):

@@ -46,3 +46,14 @@ def test_migrating_again_changes_nothing(db_url):
     result = migrate.migrate(db_url, echo=lambda *a, **k: None, reload_all=True)
     assert result.applied == []
     assert catalog_schema(db_url) == before
+
+
+def test_a_new_database_has_the_contracts_default_settings(db_url):
+    """docs/contract.md, settings: the defaults a new database starts with.
+    (The pgTAP files cannot check them: they run on databases whose settings
+    someone may have changed, and put the defaults back for their transaction.)"""
+    import psycopg
+    with psycopg.connect(db_url) as conn:
+        settings = dict(conn.execute("select key, value from chatdesk.settings"))
+    assert settings == {"stats_time_zone": "UTC", "max_open_chats_per_user": "3",
+                        "first_response_target": "5 minutes", "feed_retention": "7 days"}

@@ -409,6 +409,39 @@ def test_a_dropped_database_connection_is_resumed_from_the_cursor(db_url, serve)
             ["one"] + [f"after {n}" for n in range(5)]
 
 
+def test_a_subscriber_that_stops_reading_delays_nobody_and_resumes_whole(db_url, serve):
+    """A browser tab that stops reading (a frozen tab, a stalled proxy) while
+    its chat is busy: the others on the same chat get every change at once;
+    the stalled stream's buffer is bounded (CHATDESK_SERVE_BUFFER, 40 here);
+    a reconnect with Last-Event-ID gets everything after its last event."""
+    with connect(db_url) as conn:
+        (visitor, v_login), = people(conn, operators=0, visitors=1)[1]
+        conn.execute("update settings set value = '100' where key = 'max_open_chats_per_user'")
+        chat = conn.execute("select start_chat(%s)", (visitor,)).fetchone()[0]
+        start = conn.execute("select feed_position()").fetchone()[0]
+        server = serve(env={"CHATDESK_SERVE_BUFFER": "40"})
+        # the stalled one: a raw socket with a tiny receive buffer that never reads
+        stalled = socket.socket()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect(("127.0.0.1", server.port))
+        stalled.sendall(f"GET /feed HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token(v_login)}\r\n\r\n".encode())
+        wait_for(lambda: server.health()["subscribers"] == 1, what="the stalled subscriber")
+        fast = Subscriber(server.base, token(v_login)).open()
+        body = "x" * 9000
+        began = time.time()
+        for n in range(600):  # 5.4 MB for the stalled one: past its socket buffers (4 MB at most here)
+            conn.execute("select send_user_message(%s, %s, %s)", (chat, body, f"m{n}"))
+            time.sleep(0.005)  # about 150 a second: a busy chat, not one batch past the buffer
+        wait_for(lambda: len(fast.events) == 601, timeout=30, what="every change for the fast subscriber")
+        assert time.time() - began < 20
+        assert received(fast) == expected_feed(conn, v_login, start)
+        # a reconnect (the stalled one, or a new tab) from any cursor gets all that followed it
+        resumed = Subscriber(server.base, token(v_login), last_event_id=start).open()
+        wait_for(lambda: len(resumed.events) == 601, what="the resumed stream")
+        assert received(resumed) == received(fast)
+        stalled.close()
+
+
 def test_through_pgbouncer_reads_are_pooled_and_listen_goes_direct(db_url, serve, pgbouncer):
     from psycopg.conninfo import conninfo_to_dict
     pooled = pgbouncer(conninfo_to_dict(db_url)["dbname"])

@@ -53,7 +53,7 @@ from chatdesk.feed import AsyncFeed, Change, follow_async
 log = logging.getLogger("chatdesk.serve")
 
 BATCH = 1000          # rows per read, as Feed
-BUFFER = 2000         # events a subscriber may fall behind before its stream is ended
+BUFFER = int(os.environ.get("CHATDESK_SERVE_BUFFER", 2000))  # events a subscriber may fall behind before its stream ends
 RETRY_MS = 1000       # how soon a browser reconnects (the SSE retry field)
 PING_SECONDS = 15     # a comment line, so proxies keep an idle stream open
 

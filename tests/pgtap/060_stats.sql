@@ -83,8 +83,8 @@ select update_operator_stats(o.id, d)
   from operators o, (values ('2026-01-10'::date), ('2026-01-11'), ('2026-01-12')) v(d)
  where (o.id, d) in (select operator_id, stat_date from first_run);
 select results_eq(
-    $$ select operator_id, stat_date, messages_sent, chats_handled, replies, reply_time_avg_seconds, reply_time_p50_seconds, reply_time_p90_seconds from operator_daily_stats order by 1, 2 $$,
-    $$ select operator_id, stat_date, messages_sent, chats_handled, replies, reply_time_avg_seconds, reply_time_p50_seconds, reply_time_p90_seconds from first_run order by 1, 2 $$,
+    $$ select operator_id, stat_date, messages_sent, chats_handled, replies, reply_time_avg_seconds, reply_time_p50_seconds, reply_time_p90_seconds from operator_daily_stats where operator_id in (select id from fixtures) order by 1, 2 $$,
+    $$ select operator_id, stat_date, messages_sent, chats_handled, replies, reply_time_avg_seconds, reply_time_p50_seconds, reply_time_p90_seconds from first_run where operator_id in (select id from fixtures) order by 1, 2 $$,
     'update_operator_stats per operator writes exactly the rollup''s rows');
 select chatdesk_test.refuses($$ select update_operator_stats('00000000-0000-0000-0000-000000000000', '2026-01-10') $$, '23503', array['00000000-0000-0000-0000-000000000000']::uuid[], 'update_operator_stats refuses an unknown operator');
 select chatdesk_test.refuses($$ select rollup_operator_stats(null) $$, '23514', '{}'::uuid[], 'the rollup refuses a null date');

@@ -124,9 +124,18 @@ select is((select messages from hourly_load where hour = '2026-11-25 10:00+01'),
 
 -- ---- queue samples ----
 select chatdesk_test.at('2026-11-26 12:00+01');
-select is(sample_queue(), 1, 'sample_queue returns how many chats wait');
-select results_eq($$ select waiting, assigned, oldest_wait_seconds from queue_samples $$,
-    $$ values (1, 0, 7200.000) $$, 'and records the oldest wait, kept from its first queueing');
+-- the queue is the whole database's: other chats waiting or held are counted too (none on a new database)
+create temp table others on commit drop as
+select count(*) filter (where chat_state = 'waiting_assignment')::int as waiting,
+       count(*) filter (where chat_state = 'assigned')::int as assigned,
+       min(queued_at) filter (where chat_state = 'waiting_assignment') as oldest
+  from chats where id not in (select id from fixtures);
+select is(sample_queue(), 1 + (select waiting from others), 'sample_queue returns how many chats wait');
+select results_eq($$ select waiting, assigned, oldest_wait_seconds from queue_samples where sampled_at = '2026-11-26 12:00+01' $$,
+    $$ select 1 + waiting, assigned,
+              round(extract(epoch from '2026-11-26 12:00+01'::timestamptz - least(oldest, '2026-11-26 10:00+01')), 3)
+         from others $$,
+    'and records the oldest wait, kept from its first queueing (10:00: two hours)');
 
 -- ---- who may write what: only chatdesk's own functions and the owner ----
 select throws_ok($$ select chatdesk_test.as_caller('backend', $q$ insert into business_hours values (7, '10:00', '11:00') returning 1 $q$) $$,
