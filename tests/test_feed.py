@@ -280,3 +280,41 @@ def test_watch_starts_at_the_current_position(db_url):
     both = subprocess.run([sys.executable, "-m", "chatdesk", "watch", "--database-url", db_url, "--since", "1:1",
                            "--from-start"], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert both.returncode == 2 and "--since and --from-start do not go together" in both.stderr
+
+
+def test_async_feed_yields_what_feed_yields_and_stops(db_url):
+    """chatdesk.feed.AsyncFeed, the asyncio counterpart of Feed: the same
+    changes in the same order from the same cursor, woken by NOTIFY, and
+    stop() ends the iteration."""
+    import asyncio
+
+    from chatdesk.feed import AsyncFeed
+
+    with connect(db_url) as conn:
+        user = conn.execute("select create_real_user('async')").fetchone()[0]
+        chat = conn.execute("select start_chat(%s)", (user,)).fetchone()[0]
+        start = conn.execute("select feed_position()").fetchone()[0]
+
+        async def follow() -> tuple[list, bool, float]:
+            feed = AsyncFeed(db_url, start)
+            got, sent_at = [], {}
+
+            async def write() -> None:
+                await asyncio.sleep(0.5)
+                for n in range(20):
+                    await asyncio.to_thread(conn.execute, "select send_user_message(%s, %s)", (chat, f"m{n}"))
+                    await asyncio.sleep(0.02)
+
+            writer = asyncio.ensure_future(write())
+            async for change in feed:
+                got.append(change)
+                if len(got) == 21:  # the queueing, and twenty messages
+                    feed.stop()
+            await writer
+            return got, feed.listening, feed.reads
+
+        got, listening, reads = asyncio.run(follow())
+        want = conn.execute("select cursor from changes_since(%s, 1000)", (start,)).fetchall()
+        assert [c.cursor for c in got] == [w[0] for w in want]
+        assert listening
+        assert reads < 60  # woken by NOTIFY, not spinning

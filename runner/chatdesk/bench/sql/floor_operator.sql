@@ -1,0 +1,11 @@
+\set n random(1, {chats})
+with c as (update bench.floor_chats set message_count = message_count + 1, last_message_at = now(),
+                                        change_seq = change_seq + 1
+            where n = :n returning id, operator_id, change_seq),
+     o as (update bench.floor_operators set total_messages = total_messages + 1
+            where id = (select operator_id from c)),
+     m as (insert into bench.bare_messages (id, chat_id, sender_type, handled_by_operator_id, body, created_at)
+           select nextval('bench.bare_messages_seq'), id, 'operator', operator_id, 'happy to help', now() from c
+           returning id, chat_id)
+insert into bench.floor_changes (tx, chat_id, message_id, kind, chat_seq)
+select pg_current_xact_id(), m.chat_id, m.id, 'message', c.change_seq from m, c;
