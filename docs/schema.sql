@@ -879,7 +879,7 @@ begin
     if v_claims is null or v_claims = '' then
         return null;
     end if;
-    return (v_claims::jsonb ->> 'sub')::uuid;
+    return chatdesk.login_of(v_claims::jsonb ->> 'sub');
 exception when others then  -- malformed claims identify nobody
     return null;
 end;
@@ -915,6 +915,20 @@ end;
 $$;
 
 COMMENT ON FUNCTION chatdesk.link_auth_user(p_operator_id uuid, p_real_user_id uuid, p_auth_user_id uuid) IS 'Links a web login (the JWT''s sub) to an existing operator or real user (name one); null unlinks.';
+
+CREATE FUNCTION chatdesk.login_of(p_sub text) RETURNS uuid
+    LANGUAGE plpgsql IMMUTABLE
+    AS $$
+begin
+    -- A JWT's `sub` as a login (operators.auth_user_id,
+    -- real_users.auth_user_id): PostgreSQL's own reading of it as a uuid;
+    -- null when it is none. The one place of this rule: jwt_subject() for
+    -- web callers, web_identity() for chatdesk serve.
+    return p_sub::uuid;
+exception when invalid_text_representation then
+    return null;
+end;
+$$;
 
 CREATE FUNCTION chatdesk.max_open_chats_per_user() RETURNS integer
     LANGUAGE sql STABLE
@@ -1698,7 +1712,7 @@ $$;
 
 COMMENT ON FUNCTION chatdesk.send_user_message(p_chat_id uuid, p_body text, p_client_message_id text) IS 'The user''s message (returns its id); a retry with the same client id returns the first message''s id and writes nothing.';
 
-CREATE FUNCTION chatdesk.serve_changes(p_cursor text, p_limit integer, p_everyone boolean, p_operator_id uuid DEFAULT NULL::uuid, p_real_user_id uuid DEFAULT NULL::uuid) RETURNS TABLE(cursor text, kind text, chat_id uuid, message_id bigint, chat_state text, created_at timestamp with time zone, chat_seq integer, operator_id uuid, real_user_id uuid, queue boolean, sender_type text, body text, client_message_id text, message_created_at timestamp with time zone)
+CREATE FUNCTION chatdesk.serve_changes(p_cursor text, p_limit integer, p_everyone boolean, p_operator_id uuid DEFAULT NULL::uuid, p_real_user_id uuid DEFAULT NULL::uuid) RETURNS TABLE(cursor text, kind text, chat_id uuid, message_id bigint, chat_state text, created_at timestamp with time zone, chat_seq integer, operator_id uuid, real_user_id uuid, queue boolean, sender_type text, body text, client_message_id text, message_created_at timestamp with time zone, holder uuid)
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'chatdesk', 'pg_temp'
     AS $$
@@ -1716,13 +1730,17 @@ begin
     --   otherwise    what operator p_operator_id and real user
     --                p_real_user_id may see (audience_changes), for one
     --                subscriber catching up from its own cursor.
-    -- Same cursors, order and exactly-once as changes_since.
+    -- Same cursors, order and exactly-once as changes_since. holder: the
+    -- chat's operator now, so a message's body goes only to whom may read
+    -- it now (its visitor; the operator holding the chat), as the messages
+    -- policy says.
     perform chatdesk.authorize('read the feed for others', 'backend');
     return query
     select c.tx || ':' || c.id, c.kind, c.chat_id, c.message_id, c.chat_state, c.created_at, c.chat_seq,
            c.operator_id, c.real_user_id,
            c.kind = 'chat' and (c.chat_state = 'waiting_assignment' or c.from_state = 'waiting_assignment'),
-           m.sender_type, m.body, m.client_message_id, m.created_at
+           m.sender_type, m.body, m.client_message_id, m.created_at,
+           case when c.kind = 'message' then (select h.assigned_operator_id from chatdesk.chats h where h.id = c.chat_id) end
       from ((select * from chatdesk.changes c
               where p_everyone and (c.tx, c.id) > (v_from.tx, v_from.id) and c.tx < v_bound
               order by c.tx, c.id
@@ -1990,15 +2008,16 @@ CREATE FUNCTION chatdesk.web_caller_name() RETURNS text
                     'a web caller without a known identity');
 $$;
 
-CREATE FUNCTION chatdesk.web_identity(p_sub uuid, OUT operator_id uuid, OUT real_user_id uuid) RETURNS record
-    LANGUAGE sql STABLE
+CREATE FUNCTION chatdesk.web_identity(p_sub text, OUT operator_id uuid, OUT real_user_id uuid) RETURNS record
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'chatdesk', 'pg_temp'
     AS $$
     -- Who a web login is, for a backend that checks the JWT itself (chatdesk
-    -- serve): the operator and the real user whose auth_user_id is p_sub, the
-    -- same match as web_operator_id() and web_real_user_id(). Both null:
-    -- nobody.
-    select (select o.id from chatdesk.operators o where o.auth_user_id = p_sub),
-           (select u.id from chatdesk.real_users u where u.auth_user_id = p_sub);
+    -- serve): the operator and the real user whose auth_user_id is the JWT's
+    -- sub, read and matched as web_operator_id() and web_real_user_id() do
+    -- for a web caller (login_of). Both null: nobody.
+    select (select o.id from chatdesk.operators o where o.auth_user_id = chatdesk.login_of(p_sub)),
+           (select u.id from chatdesk.real_users u where u.auth_user_id = chatdesk.login_of(p_sub));
 $$;
 
 CREATE FUNCTION chatdesk.web_may_close(p_chat chatdesk.chats) RETURNS boolean

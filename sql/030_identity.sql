@@ -56,6 +56,22 @@ as $$
        and not pg_has_role(chatdesk.caller_role(), 'chatdesk_reporting', 'usage');
 $$;
 
+create or replace function chatdesk.login_of(p_sub text)
+returns uuid
+language plpgsql
+immutable
+as $$
+begin
+    -- A JWT's `sub` as a login (operators.auth_user_id,
+    -- real_users.auth_user_id): PostgreSQL's own reading of it as a uuid;
+    -- null when it is none. The one place of this rule: jwt_subject() for
+    -- web callers, web_identity() for chatdesk serve.
+    return p_sub::uuid;
+exception when invalid_text_representation then
+    return null;
+end;
+$$;
+
 create or replace function chatdesk.jwt_subject()
 returns uuid
 language plpgsql
@@ -69,7 +85,7 @@ begin
     if v_claims is null or v_claims = '' then
         return null;
     end if;
-    return (v_claims::jsonb ->> 'sub')::uuid;
+    return chatdesk.login_of(v_claims::jsonb ->> 'sub');
 exception when others then  -- malformed claims identify nobody
     return null;
 end;
@@ -107,16 +123,18 @@ begin
 end;
 $$;
 
-create or replace function chatdesk.web_identity(p_sub uuid, out operator_id uuid, out real_user_id uuid)
+create or replace function chatdesk.web_identity(p_sub text, out operator_id uuid, out real_user_id uuid)
 language sql
 stable
+security definer  -- calls login_of, a helper no application role may call; granted to backends only
+set search_path = chatdesk, pg_temp
 as $$
     -- Who a web login is, for a backend that checks the JWT itself (chatdesk
-    -- serve): the operator and the real user whose auth_user_id is p_sub, the
-    -- same match as web_operator_id() and web_real_user_id(). Both null:
-    -- nobody.
-    select (select o.id from chatdesk.operators o where o.auth_user_id = p_sub),
-           (select u.id from chatdesk.real_users u where u.auth_user_id = p_sub);
+    -- serve): the operator and the real user whose auth_user_id is the JWT's
+    -- sub, read and matched as web_operator_id() and web_real_user_id() do
+    -- for a web caller (login_of). Both null: nobody.
+    select (select o.id from chatdesk.operators o where o.auth_user_id = chatdesk.login_of(p_sub)),
+           (select u.id from chatdesk.real_users u where u.auth_user_id = chatdesk.login_of(p_sub));
 $$;
 
 create or replace function chatdesk.web_caller_name()

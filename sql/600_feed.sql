@@ -219,7 +219,8 @@ create or replace function chatdesk.serve_changes(p_cursor text, p_limit int, p_
 returns table (cursor text, kind text, chat_id uuid, message_id bigint, chat_state text,
                created_at timestamptz, chat_seq int,
                operator_id uuid, real_user_id uuid, queue boolean,
-               sender_type text, body text, client_message_id text, message_created_at timestamptz)
+               sender_type text, body text, client_message_id text, message_created_at timestamptz,
+               holder uuid)
 language plpgsql
 stable
 security definer  -- reads the feed's start and horizon like changes_since; backends only (authorize)
@@ -239,13 +240,17 @@ begin
     --   otherwise    what operator p_operator_id and real user
     --                p_real_user_id may see (audience_changes), for one
     --                subscriber catching up from its own cursor.
-    -- Same cursors, order and exactly-once as changes_since.
+    -- Same cursors, order and exactly-once as changes_since. holder: the
+    -- chat's operator now, so a message's body goes only to whom may read
+    -- it now (its visitor; the operator holding the chat), as the messages
+    -- policy says.
     perform chatdesk.authorize('read the feed for others', 'backend');
     return query
     select c.tx || ':' || c.id, c.kind, c.chat_id, c.message_id, c.chat_state, c.created_at, c.chat_seq,
            c.operator_id, c.real_user_id,
            c.kind = 'chat' and (c.chat_state = 'waiting_assignment' or c.from_state = 'waiting_assignment'),
-           m.sender_type, m.body, m.client_message_id, m.created_at
+           m.sender_type, m.body, m.client_message_id, m.created_at,
+           case when c.kind = 'message' then (select h.assigned_operator_id from chatdesk.chats h where h.id = c.chat_id) end
       from ((select * from chatdesk.changes c
               where p_everyone and (c.tx, c.id) > (v_from.tx, v_from.id) and c.tx < v_bound
               order by c.tx, c.id

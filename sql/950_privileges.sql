@@ -47,7 +47,7 @@ grant execute on function
     chatdesk.is_unscoped_backend(),
     -- chatdesk serve: the feed with its audiences, and who a JWT's sub is
     chatdesk.serve_changes(text, int, boolean, uuid, uuid),
-    chatdesk.web_identity(uuid)
+    chatdesk.web_identity(text)
     to chatdesk_app;
 
 -- The identity functions web callers' row-level security policies call (each

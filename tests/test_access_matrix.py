@@ -96,6 +96,7 @@ FUNCTIONS = {
     "verify_counters": ("verify_counters()", set()),
     # internal: helpers of the functions above, and trigger functions
     "jwt_subject": ("jwt_subject()", set()),
+    "login_of": ("login_of('x')", set()),
     "may_have_web_identity": ("may_have_web_identity()", set()),
     "refuse_nobody": ("refuse_nobody('x')", set()),
     "parse_cursor": ("parse_cursor('1:1')", set()),

@@ -270,19 +270,37 @@ def test_each_subscriber_receives_exactly_changes_since_for_its_identity(db_url,
         wait_for(lambda: len(resumed.events) >= len(want), what="the resumed stream")
         assert received(resumed) == want
 
-        # the message travels with its change, for a window to reconcile by client id
+        # The message travels with its change, for a window to reconcile by
+        # client id: always for a visitor (its own chats); for an operator only
+        # while it may read it (the chat is its own when the server reads it).
         messages = {r[0]: r[1:] for r in conn.execute(
             "select id, sender_type, body, client_message_id from messages")}
-        for sub in list(live.values()) + list(late.values()):
-            for event in sub.events:
+        visitors = {login for _, login in vis}
+        for login in logins:
+            for sub in (live[login], late[login]):
+                for event in sub.events:
+                    if event["kind"] != "message":
+                        assert "message" not in event
+                        continue
+                    if login in visitors:
+                        assert "message" in event
+                    if "message" in event:
+                        m = event["message"]
+                        assert (m["sender_type"], m["body"], m["client_message_id"]) == messages[event["message_id"]]
+                        assert m["id"] == event["message_id"]
+        # With the traffic over: an operator catching up from the start reads
+        # the bodies of the chats it holds now, and of no other (its feed
+        # still shows the other chats' changes up to the end of its holds).
+        for operator, login in ops:
+            held = {str(r[0]) for r in conn.execute("select id from chats where assigned_operator_id = %s",
+                                                     (operator,))}
+            again = Subscriber(server.base, token(login), since=start).open()
+            want = expected_feed(conn, login, start)
+            wait_for(lambda: len(again.events) >= len(want), what="an operator's catch-up")
+            for event in again.events:
                 if event["kind"] == "message":
-                    m = event["message"]
-                    assert (m["sender_type"], m["body"], m["client_message_id"]) == messages[event["message_id"]]
-                    assert m["id"] == event["message_id"]
-                else:
-                    assert "message" not in event
-        # the hub read the feed once per wake-up, not once per subscriber
-        assert server.health()["subscribers"] == 2 * len(logins) + 1
+                    assert ("message" in event) == (event["chat_id"] in held), event
+        assert server.health()["subscribers"] == 2 * len(logins) + 1 + len(ops)
 
 
 def test_a_catch_up_longer_than_one_read_then_live(db_url, serve):
@@ -349,6 +367,90 @@ def test_tokens_that_are_refused(db_url, serve):
     assert response.headers["www-authenticate"].startswith("Bearer")
 
 
+def test_a_sub_is_read_as_the_database_reads_it(db_url, serve):
+    """The same forms of a login are someone for serve and for changes_since
+    (PostgreSQL's uuid input); the rest are nobody for both (403)."""
+    with connect(db_url) as conn:
+        (_, v_login), = people(conn, operators=0, visitors=1)[1]
+        server = serve()
+        plain = str(v_login)
+        forms = [plain, plain.upper(), "{" + plain + "}", plain.replace("-", ""), "urn:uuid:" + plain,
+                 "{" + plain, plain + "}", plain[:3] + "-" + plain[3:], "0x" + plain[2:], " " + plain,
+                 plain[:8] + "_" + plain[9:]]
+        for form in forms:
+            try:
+                with conn.transaction():
+                    conn.execute("set local role chatdesk_web")
+                    conn.execute("select set_config('request.jwt.claims', %s, true)", (json.dumps({"sub": form}),))
+                    conn.execute("select chatdesk.feed_position()")
+                database_says = 200
+            except psycopg.errors.InsufficientPrivilege:
+                database_says = 403
+            sub = Subscriber(server.base, token(form))
+            if database_says == 200:
+                sub.open()
+                assert sub.status == 200, form
+            else:
+                sub.run()
+                assert sub.status == 403, form
+
+
+def test_head_requests_and_too_many_tabs_leave_nothing_behind(db_url, serve):
+    with connect(db_url) as conn:
+        (_, v_login), = people(conn, operators=0, visitors=1)[1]
+    server = serve(env={"CHATDESK_SERVE_MAX_PER_LOGIN": "3"})
+    for _ in range(20):  # HEAD answers with headers and no stream: no subscriber may stay behind
+        assert httpx.head(f"{server.base}/feed", headers={"Authorization": f"Bearer {token(v_login)}"}).status_code \
+            == 200
+    wait_for(lambda: server.health()["subscribers"] == 0, what="no subscriber left by HEAD requests")
+    tabs = [Subscriber(server.base, token(v_login)).open() for _ in range(3)]
+    fourth = Subscriber(server.base, token(v_login))
+    fourth.run()
+    assert fourth.status == 429 and fourth.body["error"] == "too_many_streams"
+    assert server.health()["subscribers"] == 3 and all(t.status == 200 for t in tabs)
+
+
+def test_a_stream_ends_when_its_login_no_longer_names_it(db_url, serve):
+    """Logins are looked up again (one read for all streams): a visitor whose
+    login is unlinked loses its open stream, and a new one is 403."""
+    with connect(db_url) as conn:
+        (visitor, v_login), = people(conn, operators=0, visitors=1)[1]
+        server = serve(env={"CHATDESK_SERVE_REVALIDATE_SECONDS": "0.5"})
+        sub = Subscriber(server.base, token(v_login)).open()
+        time.sleep(1)
+        assert not sub.ended.is_set()
+        conn.execute("select link_auth_user(null, %s, null)", (visitor,))
+        assert sub.ended.wait(5)
+        again = Subscriber(server.base, token(v_login))
+        again.run()
+        assert again.status == 403
+
+
+def test_what_a_caller_sends_never_reaches_a_header_or_the_log(db_url, serve):
+    import base64
+
+    def b64(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    server = serve()
+    for ext in ("snow\u2603man", 'foo"bar, error="x', "a\r\nSet-Cookie: x=1"):
+        forged = b64(json.dumps({"alg": "HS256", "crit": [ext]}).encode()) + "." + b64(b"{}") + ".AAAA"
+        response = httpx.get(f"{server.base}/feed", headers={"Authorization": f"Bearer {forged}"})
+        assert response.status_code == 401
+        assert ext not in response.headers["www-authenticate"] and "foo" not in response.headers["www-authenticate"]
+    secret_looking = token(uuid.uuid4())
+    httpx.get(f"{server.base}/feed", params={"access_token": secret_looking})
+    server.stop()
+    assert secret_looking not in server.proc.stdout.read()
+
+
+def test_a_weak_secret_is_refused(db_url):
+    env = {**os.environ, "CHATDESK_JWT_SECRET": "short"}
+    result = subprocess.run([CHATDESK, "serve", "--database-url", db_url], env=env, capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode != 0 and result.stderr.startswith("Error: CHATDESK_JWT_SECRET is shorter")
+
+
 def test_a_cursor_the_feed_no_longer_keeps_is_409_and_a_malformed_one_400(db_url, serve):
     with connect(db_url) as conn:
         (_, v_login), = people(conn, operators=0, visitors=1)[1]
@@ -405,6 +507,9 @@ def test_a_dropped_database_connection_is_resumed_from_the_cursor(db_url, serve)
             conn.execute("select send_user_message(%s, %s)", (chat, f"after {n}"))
         wait_for(lambda: len(sub.events) == 7, what="the changes after the drop")
         assert received(sub) == expected_feed(conn, v_login, start)
+        fresh = Subscriber(server.base, token(v_login), since=start).open()  # not a 500 from a dead connection
+        assert fresh.status == 200
+        wait_for(lambda: len(fresh.events) == 7, what="a new stream after the drop")
         assert [e["message"]["body"] for e in sub.events if e["kind"] == "message"] == \
             ["one"] + [f"after {n}" for n in range(5)]
 

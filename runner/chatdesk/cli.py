@@ -422,8 +422,10 @@ def serve(database_url, host, port, listen_url) -> None:
     except ValueError as error:
         raise BadRequest(str(error)) from None
     db.connect(database_url).close()  # a database that does not answer: one Error line, not a stack of them
+    # No access log: a browser's EventSource carries its token in the URL
+    # (?access_token=), which an access log would keep.
     config = uvicorn.Config(serving.App(settings), host=host, port=port, log_level="info", lifespan="on",
-                            timeout_graceful_shutdown=5, proxy_headers=True)
+                            timeout_graceful_shutdown=5, proxy_headers=True, access_log=False)
     server = uvicorn.Server(config)
     click.echo(f"chatdesk serve: http://{host}:{port}/feed (Server-Sent Events), /healthz; Ctrl-C stops", err=True)
     server.run()

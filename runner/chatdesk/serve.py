@@ -40,7 +40,7 @@ from datetime import datetime
 
 import jwt
 import psycopg
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -52,10 +52,16 @@ from chatdesk.feed import AsyncFeed, Change, follow_async
 
 log = logging.getLogger("chatdesk.serve")
 
-BATCH = 1000          # rows per read, as Feed
+CATCH_UP_BATCH = 100  # rows per catch-up read (bodies up to 10 kB each: about 1 MB held at most)
+CATCH_UP_READS = 4    # catch-up reads at once: the pool (8) keeps room for identifying and /healthz
 BUFFER = int(os.environ.get("CHATDESK_SERVE_BUFFER", 2000))  # events a subscriber may fall behind before its stream ends
+MAX_STREAMS = int(os.environ.get("CHATDESK_SERVE_MAX_STREAMS", 10_000))  # in all (503 beyond)
+MAX_STREAMS_PER_LOGIN = int(os.environ.get("CHATDESK_SERVE_MAX_PER_LOGIN", 10))  # one login's tabs (429 beyond)
+# how often open streams' logins are looked up again (one read for all)
+REVALIDATE_SECONDS = float(os.environ.get("CHATDESK_SERVE_REVALIDATE_SECONDS", 60))
 RETRY_MS = 1000       # how soon a browser reconnects (the SSE retry field)
 PING_SECONDS = 15     # a comment line, so proxies keep an idle stream open
+MIN_SECRET = 32       # characters, as PostgREST requires of an HS256 secret
 
 
 def position_key(cursor: str) -> tuple[int, int]:
@@ -74,10 +80,20 @@ class ServedChange(Change):
     body: str | None = None
     client_message_id: str | None = None
     message_created_at: datetime | None = None
+    holder: uuid.UUID | None = None  # the chat's operator now (for message changes)
 
-    def event(self) -> dict:
+    def may_read_message(self, ident: Identity) -> bool:
+        """The messages policy, now: a visitor reads its own chats'
+        messages; an operator those of the chats it holds now. (An operator's
+        feed shows a chat's changes up to the end of its hold; the bodies of
+        a chat it no longer holds are not its to read.)"""
+        return self.kind == "message" and self.sender_type is not None and (
+            (ident.real_user_id is not None and self.real_user_id == ident.real_user_id)
+            or (ident.operator_id is not None and self.holder == ident.operator_id))
+
+    def event(self, with_message: bool) -> dict:
         data = self.as_json()
-        if self.kind == "message" and self.sender_type is not None:
+        if with_message:
             data["message"] = {"id": self.message_id, "sender_type": self.sender_type, "body": self.body,
                                "client_message_id": self.client_message_id,
                                "created_at": self.message_created_at.isoformat()}
@@ -105,7 +121,8 @@ class Identity:
 class Subscriber:
     identity: Identity
     queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(BUFFER))
-    overflowed: bool = False
+    overflowed: bool = False  # fell BUFFER behind: the stream ends after what it holds
+    ended: bool = False  # its login names someone else now (Hub.revalidate): the stream ends at once
 
 
 class Hub:
@@ -123,11 +140,15 @@ class Hub:
         self.operators: set[Subscriber] = set()
         self.feed: AsyncFeed | None = None
         self._earlier_reads = 0  # reads of feeds before a reconnect
+        self.per_login: dict[str, int] = defaultdict(int)
+        self.all: set[Subscriber] = set()
 
     def add(self, sub: Subscriber) -> str:
         """Registers sub; returns the hub's position: every change after it
         reaches sub's buffer (no await in between: nothing slips past)."""
         ident = sub.identity
+        self.all.add(sub)
+        self.per_login[ident.sub] += 1
         if ident.real_user_id:
             self.by_user[ident.real_user_id].add(sub)
         if ident.operator_id:
@@ -136,7 +157,13 @@ class Hub:
         return self.cursor
 
     def remove(self, sub: Subscriber) -> None:
+        if sub not in self.all:
+            return
         ident = sub.identity
+        self.all.discard(sub)
+        self.per_login[ident.sub] -= 1
+        if not self.per_login[ident.sub]:
+            del self.per_login[ident.sub]
         if ident.real_user_id:
             self.by_user[ident.real_user_id].discard(sub)
             if not self.by_user[ident.real_user_id]:
@@ -149,7 +176,7 @@ class Hub:
 
     @property
     def subscribers(self) -> int:
-        return len({s for group in self.by_user.values() for s in group} | self.operators)
+        return len(self.all)
 
     def audience(self, change: ServedChange) -> set[Subscriber]:
         # The columns audience_changes tests, read off the row: the visitor,
@@ -166,20 +193,61 @@ class Hub:
         self.cursor = change.cursor
         if not (self.by_user or self.operators):
             return
-        item = (position_key(change.cursor), change.event())
+        key = position_key(change.cursor)
+        events = {}  # with and without the message, made once each
         for sub in self.audience(change):
             if sub.overflowed:
                 continue
+            readable = change.may_read_message(sub.identity)
+            if readable not in events:
+                events[readable] = change.event(readable)
             try:
-                sub.queue.put_nowait(item)
+                sub.queue.put_nowait((key, events[readable]))
             except asyncio.QueueFull:
                 sub.overflowed = True  # its stream ends; the browser resumes from its last id
+
+    async def revalidate(self, pool: AsyncConnectionPool) -> None:
+        """Every REVALIDATE_SECONDS, the logins of the open streams looked up
+        again, all in one read: a stream whose login now names someone else,
+        or nobody (unlinked, relinked), ends; its browser's reconnect is
+        identified afresh (403 for nobody)."""
+        while True:
+            await asyncio.sleep(REVALIDATE_SECONDS)
+            subs = list(self.all)
+            if not subs:
+                continue
+            try:
+                async with pool.connection() as conn:
+                    now = {row[0]: (row[1], row[2]) for row in await (await conn.execute(
+                        "select s, i.operator_id, i.real_user_id from unnest(%s::text[]) s, "
+                        "chatdesk.web_identity(s) i", (sorted({x.identity.sub for x in subs}),))).fetchall()}
+            except psycopg.Error as error:
+                log.warning("could not look the streams' logins up again: %s", db.first_line(error))
+                continue
+            for x in subs:
+                if now.get(x.identity.sub) != (x.identity.operator_id, x.identity.real_user_id):
+                    x.ended = True
+                    self._wake(x)
+
+    @staticmethod
+    def _wake(sub: Subscriber) -> None:
+        """Ends a waiting stream now (an item it will not send)."""
+        try:
+            sub.queue.put_nowait((None, None))
+        except asyncio.QueueFull:
+            pass  # it is not waiting: it sees overflowed after its next item
 
     async def run(self, pool: AsyncConnectionPool) -> None:
         async with pool.connection() as conn:
             self.cursor = (await (await conn.execute("select chatdesk.feed_position()")).fetchone())[0]
         self.ready.set()
+        revalidating = asyncio.create_task(self.revalidate(pool))
+        try:
+            await self._follow()
+        finally:
+            revalidating.cancel()
 
+    async def _follow(self) -> None:
         def started(feed: AsyncFeed) -> None:
             if self.feed is not None:
                 self._earlier_reads += self.feed.reads
@@ -203,8 +271,26 @@ class Refused(Exception):
 
 
 def unauthorized(why: str) -> Refused:
+    """401 with one of this module's own texts (never the token's: a header
+    must not carry what a caller wrote)."""
     return Refused(401, {"error": "invalid_token", "message": why},
                    {"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{why}"'})
+
+
+class FeedResponse(EventSourceResponse):
+    """The stream, with its subscriber removed from the hub however the
+    response ends: finished, cancelled, a client gone before the stream
+    began, or a HEAD request (whose body never starts)."""
+
+    def __init__(self, *args, on_close, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.on_close = on_close
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.on_close()
 
 
 @dataclass
@@ -214,6 +300,11 @@ class Settings:
     secret: str
     audience: str = "authenticated"
     cors_origins: tuple[str, ...] = ()
+
+
+def busy() -> JSONResponse:
+    return JSONResponse({"error": "unavailable", "message": "too busy to open a stream now; retry shortly"},
+                        status_code=503, headers={"Retry-After": "5"})
 
 
 def token_of(request: Request) -> str:
@@ -257,9 +348,13 @@ class App:
         it from that app's lifespan (Starlette runs no lifespan of a Mount)."""
         # Reads go through a small pool (a transaction-mode pooler is fine:
         # nothing is prepared); LISTEN needs a direct connection.
+        # check: a connection the database dropped is replaced before use,
+        # not handed to a request (one round trip each time).
         self.pool = AsyncConnectionPool(self.settings.conninfo or "", min_size=1, max_size=8, open=False,
+                                        check=AsyncConnectionPool.check_connection,
                                         kwargs={"autocommit": True, "prepare_threshold": None,
                                                 "application_name": "chatdesk serve"})
+        self.catching_up = asyncio.Semaphore(CATCH_UP_READS)
         await self.pool.open(wait=True, timeout=30)
         self.hub_task = asyncio.create_task(self.hub.run(self.pool))
         await asyncio.wait([self.hub_task, asyncio.ensure_future(self.hub.ready.wait())],
@@ -287,22 +382,18 @@ class App:
             raise unauthorized("the token has expired") from None
         except jwt.InvalidAudienceError:
             raise unauthorized(f"the token's audience is not {self.settings.audience!r}") from None
-        except jwt.InvalidTokenError as error:
-            raise unauthorized(f"the token is not valid: {error}") from None
-        try:
-            sub = uuid.UUID(str(claims["sub"]))
-        except ValueError:
-            sub = None  # the database takes such a sub for nobody, too
-        operator_id = real_user_id = None
-        if sub is not None:
-            async with self.pool.connection() as conn:
-                operator_id, real_user_id = await (await conn.execute(
-                    "select operator_id, real_user_id from chatdesk.web_identity(%s)", (sub,))).fetchone()
+        except jwt.InvalidTokenError:
+            raise unauthorized("the token is not valid (malformed, wrongly signed, or missing a claim)") from None
+        # the sub read and matched by the database, as for PostgREST's callers
+        sub = str(claims["sub"])
+        async with self.pool.connection(timeout=10) as conn:
+            operator_id, real_user_id = await (await conn.execute(
+                "select operator_id, real_user_id from chatdesk.web_identity(%s)", (sub,))).fetchone()
         if operator_id is None and real_user_id is None:
             raise Refused(403, {"error": "forbidden",
                                 "message": "the token's sub is no chatdesk operator or real user"})
         expires = claims.get("exp")
-        return Identity(str(claims["sub"]), operator_id, real_user_id, float(expires) if expires else None)
+        return Identity(sub, operator_id, real_user_id, float(expires) if expires else None)
 
     # -- the endpoints --------------------------------------------------------
 
@@ -317,10 +408,10 @@ class App:
 
     async def catch_up(self, ident: Identity, cursor: str) -> list[ServedChange]:
         """The subscriber's own changes after cursor (one batch), from the database."""
-        async with self.pool.connection() as conn:
+        async with self.catching_up, self.pool.connection(timeout=10) as conn:
             rows = await (await conn.execute(
                 "select * from chatdesk.serve_changes(%s, %s, false, %s, %s)",
-                (cursor, BATCH, ident.operator_id, ident.real_user_id))).fetchall()
+                (cursor, CATCH_UP_BATCH, ident.operator_id, ident.real_user_id))).fetchall()
         return [ServedChange(*row) for row in rows]
 
     async def feed(self, request: Request):
@@ -328,11 +419,22 @@ class App:
             ident = await self.identify(request)
         except Refused as refused:
             return refused.response()
+        except PoolTimeout:
+            return busy()
+        if self.hub.subscribers >= MAX_STREAMS:
+            return busy()
+        if self.hub.per_login.get(ident.sub, 0) >= MAX_STREAMS_PER_LOGIN:
+            return JSONResponse({"error": "too_many_streams",
+                                 "message": f"this login has {MAX_STREAMS_PER_LOGIN} streams open already"},
+                                status_code=429, headers={"Retry-After": "5"})
         since = request.headers.get("last-event-id") or request.query_params.get("since")
         sub = Subscriber(ident)
         live_from = self.hub.add(sub)
         try:
             first = await self.catch_up(ident, since) if since else []
+        except PoolTimeout:
+            self.hub.remove(sub)
+            return busy()
         except psycopg.Error as error:
             self.hub.remove(sub)
             if error.sqlstate == "CD006":
@@ -344,8 +446,9 @@ class App:
         except BaseException:
             self.hub.remove(sub)
             raise
-        return EventSourceResponse(self.stream(sub, since or live_from, first), ping=PING_SECONDS,
-                                   send_timeout=30, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return FeedResponse(self.stream(sub, since or live_from, first), on_close=lambda: self.hub.remove(sub),
+                            ping=PING_SECONDS, send_timeout=30,
+                            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     async def stream(self, sub: Subscriber, since: str, first: list[ServedChange]):
         """The subscriber's events: its catch-up from the database, then the
@@ -358,11 +461,12 @@ class App:
             while batch:  # catching up
                 for change in batch:
                     last = position_key(change.cursor)
-                    yield ServerSentEvent(data=json.dumps(change.event()), event="change", id=change.cursor)
-                if len(batch) < BATCH:
+                    event = change.event(change.may_read_message(ident))
+                    yield ServerSentEvent(data=json.dumps(event), event="change", id=change.cursor)
+                if len(batch) < CATCH_UP_BATCH:
                     break
                 batch = await self.catch_up(ident, batch[-1].cursor)
-            while True:  # live
+            while not sub.ended:  # live
                 if sub.overflowed and sub.queue.empty():
                     return  # fell too far behind: the browser resumes from its last id
                 timeout = None if ident.expires_at is None else ident.expires_at - time.time()
@@ -372,6 +476,8 @@ class App:
                     key, event = await asyncio.wait_for(sub.queue.get(), timeout)
                 except asyncio.TimeoutError:
                     return
+                if key is None or sub.ended:
+                    return  # its login changed (Hub.revalidate)
                 if key <= last:
                     continue  # already sent while catching up
                 last = key
@@ -385,6 +491,9 @@ def settings_from_env(conninfo: str | None = None, listen_conninfo: str | None =
     if not secret:
         raise ValueError("CHATDESK_JWT_SECRET is not set: chatdesk serve checks each browser's JWT with it "
                          "(the HS256 secret PostgREST or Supabase signs with)")
+    if len(secret.strip()) < MIN_SECRET:
+        raise ValueError(f"CHATDESK_JWT_SECRET is shorter than {MIN_SECRET} characters: too weak for HS256 "
+                         "(PostgREST refuses it too)")
     origins = tuple(o.strip() for o in os.environ.get("CHATDESK_CORS_ORIGINS", "").split(",") if o.strip())
     return Settings(conninfo=conninfo if conninfo is not None else os.environ.get("DATABASE_URL"),
                     listen_conninfo=listen_conninfo or os.environ.get("CHATDESK_LISTEN_URL") or None,
