@@ -280,6 +280,10 @@ def test_the_html_report_renders_in_chromium(reported, tmp_path):
                     drawn: marks.filter(m => { const b = m.getBoundingClientRect();
                                                return Number(m.dataset.value) > 0 && (b.width > 0 || b.height > 0); }).length};
         })""")
+        strip = page.evaluate("""() => [...document.querySelectorAll('[data-chart=headline] div')]
+                                     .map(d => [d.querySelector('span').textContent, d.querySelector('b').textContent,
+                                                d.getBoundingClientRect().width])""")
+        totals_row = page.evaluate("() => [...document.querySelectorAll('tr.total td')].map(td => td.textContent)")
         shot = tmp_path / "report.png"
         page.screenshot(path=str(shot), full_page=True)
         browser.close()
@@ -290,8 +294,46 @@ def test_the_html_report_renders_in_chromium(reported, tmp_path):
     for c in charts:
         assert c["width"] > 200 and c["height"] > 100, c
         assert c["drawn"] > 0, c  # marks with data are visible, not zero-sized
-    assert names["load"]["marks"] == 7 * 24
+    assert names["load"]["marks"] == 4 * 24  # the range's four weekdays (Fri to Mon), not seven
     assert names["operators"]["marks"] == 4 * 2
+    assert [label for label, _, _ in strip] == ["conversations answered", "first response, median",
+                                                 "first response, p90", "answered within 5 minutes",
+                                                 "resolution, median"]
+    assert all(width > 80 and value not in ("", "-") for _, value, width in strip), strip
+    assert totals_row[0] == "total" and int(totals_row[1]) > 0
     assert shot.stat().st_size > 20_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if (ROOT / "docs").is_dir() and __import__("os").environ.get("CHATDESK_UPDATE_SCREENSHOT"):
         shutil.copy(shot, ROOT / "docs" / "report.png")
+
+
+def test_the_headline_is_the_conversations_own_figures(reported):
+    """The headline strip, computed again here from the conversations: median
+    and p90 first response, the share within first_response_target, the
+    median resolution; busiest operator first; one day titled as one day."""
+    import psycopg
+    with psycopg.connect(reported, autocommit=True) as conn:
+        conn.execute("update chatdesk.settings set value = '20 minutes' where key = 'first_response_target'")
+        first = [float(r[0]) for r in conn.execute(
+            """select extract(epoch from first_response_at - queued_at) from chatdesk.conversations
+                where first_response_at >= '2026-03-27'::timestamp at time zone %s
+                  and first_response_at < '2026-03-31'::timestamp at time zone %s""", (ZONE, ZONE))]
+        resolved = [float(r[0]) for r in conn.execute(
+            """select extract(epoch from closed_at - queued_at) from chatdesk.conversations
+                where closed_at >= '2026-03-27'::timestamp at time zone %s
+                  and closed_at < '2026-03-31'::timestamp at time zone %s""", (ZONE, ZONE))]
+    assert len(first) > 10 and len(resolved) > 3
+    result = run_cli("--database-url", reported, "report", "--from", "2026-03-27", "--to", "2026-03-30", "--format", "json")
+    report = json.loads(result.stdout)
+    h = report["headline"]
+    assert h["conversations_answered"] == len(first) and h["conversations_closed"] == len(resolved)
+    assert h["first_response_p50"] == pytest.approx(percentile_cont(first, 0.5))
+    assert h["first_response_p90"] == pytest.approx(percentile_cont(first, 0.9))
+    assert h["answered_within_target"] == pytest.approx(sum(s <= 1200 for s in first) / len(first))
+    assert h["first_response_target"] == "20 minutes"
+    assert h["resolution_p50"] == pytest.approx(percentile_cont(resolved, 0.5))
+    sent = [o["messages_sent"] for o in report["operators"]]
+    assert sent == sorted(sent, reverse=True)
+    table = run_cli("--database-url", reported, "report", "--from", "2026-03-28", "--to", "2026-03-28").stdout
+    assert table.splitlines()[0].startswith("chatdesk report 2026-03-28 (") and " to " not in table.splitlines()[0]
+    assert "conversations answered" in table.splitlines()[1]
+    assert any(line.startswith("total ") for line in table.splitlines()), table

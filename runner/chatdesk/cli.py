@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from datetime import timedelta
 
 import click
@@ -276,26 +275,15 @@ def rollup(database_url, one_day, start, end, catch_up, no_wait, as_json) -> Non
 def report(database_url, first, last, operator, fmt, output) -> None:
     """First response, reply and resolution times, closes, load by hour, queue depth, from the rollup's tables."""
     from chatdesk import report as reports
+    from chatdesk import report_output
 
     reports.Range(first.date(), last.date())  # a bad range is refused before connecting
     with db.connect(database_url) as conn:
         span = reports.Range(first.date(), last.date(), operator and reports.find_operator(conn, operator))
         if not output:
-            reports.write(conn, span, fmt, click.get_text_stream("stdout"))
+            report_output.write(conn, span, fmt, click.get_text_stream("stdout"))
             return
-        # written to a temporary file first: a failed report leaves no half file behind
-        target = os.path.abspath(output)
-        try:
-            with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=os.path.dirname(target),
-                                             prefix=".chatdesk-report-", delete=False) as f:
-                try:
-                    reports.write(conn, span, fmt, f)
-                except BaseException:
-                    os.unlink(f.name)
-                    raise
-            os.replace(f.name, target)
-        except OSError as error:
-            raise ChatdeskError(f"cannot write {output}: {error.strerror}") from None
+        report_output.write_file(conn, span, fmt, output)
     click.echo(f"Wrote {output}", err=True)
 
 

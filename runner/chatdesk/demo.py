@@ -340,8 +340,8 @@ def simulate(conn: psycopg.Connection, cfg: DemoConfig, report_file: str | None 
             where stat_date = %s and clock = %s group by metric""", (cfg.day, "business"))}
     if report_file:
         from chatdesk import report as reports
-        with open(report_file, "w", encoding="utf-8") as f:
-            f.write(reports.render(reports.build(conn, reports.Range(cfg.day, cfg.day)), "html"))
+        from chatdesk import report_output
+        report_output.write_file(conn, reports.Range(cfg.day, cfg.day), "html", report_file)
     totals = conn.execute(
         """select (select count(*) from chatdesk.messages), (select count(*) from chatdesk.chats),
                   (select count(*) from chatdesk.chat_events where reason = 'idle')""").fetchone()

@@ -8,8 +8,6 @@ are listed in `days_not_rolled_up` rather than guessed at.
 
 from __future__ import annotations
 
-import csv
-import json
 from dataclasses import dataclass
 from datetime import date, timedelta
 from uuid import UUID
@@ -101,6 +99,31 @@ TIMES_SQL = """
      group by operator_id, metric, clock, b.histogram"""
 
 
+# The headline a lead reads first, from the conversations themselves (their
+# indexes on first_response_at and closed_at): conversations answered in the
+# range, median and p90 first response, the share answered within
+# first_response_target, and the median resolution. One operator: those it
+# answered first, and those closed while it had them.
+HEADLINE_SQL = """
+    with span as (select %(first)s::timestamp at time zone %(zone)s as a,
+                         (%(last)s::date + 1)::timestamp at time zone %(zone)s as b),
+    answered as (select extract(epoch from c.first_response_at - c.queued_at) as s
+                   from chatdesk.conversations c, span
+                  where c.first_response_at >= span.a and c.first_response_at < span.b
+                    and (%(op)s::uuid is null or c.first_response_operator_id = %(op)s::uuid)),
+    resolved as (select extract(epoch from c.closed_at - c.queued_at) as s
+                   from chatdesk.conversations c, span
+                  where c.closed_at >= span.a and c.closed_at < span.b
+                    and (%(op)s::uuid is null or c.closed_by_operator_id = %(op)s::uuid))
+    select (select count(*) from answered),
+           (select percentile_cont(0.5) within group (order by s) from answered),
+           (select percentile_cont(0.9) within group (order by s) from answered),
+           (select count(*) filter (where s <= extract(epoch from %(target)s::interval))::float / nullif(count(*), 0)
+              from answered),
+           (select count(*) from resolved),
+           (select percentile_cont(0.5) within group (order by s) from resolved)"""
+
+
 DAILY_COLUMNS = ["date", "operator_id", "operator", *COUNTS] + [
     f"{m}_{c}_{p}" for m in METRICS for c in CLOCKS for p in ("n", "avg", "p50", "p90")]
 
@@ -121,7 +144,10 @@ def daily_rows(conn: psycopg.Connection, args: dict):
 def build(conn: psycopg.Connection, span: Range) -> dict:
     """The range's totals as plain JSON-ready values (what the table and the
     HTML show; CSV and JSON add the daily rows, streamed by write())."""
-    zone, buckets = conn.execute("select chatdesk.stats_time_zone(), chatdesk.time_buckets()").fetchone()
+    zone, buckets, target = conn.execute(
+        """select chatdesk.stats_time_zone(), chatdesk.time_buckets(),
+                  coalesce((select value from chatdesk.settings where key = 'first_response_target'), '5 minutes')"""
+    ).fetchone()
     if span.operator_id and not conn.execute("select 1 from chatdesk.operators where id = %s",
                                              (span.operator_id,)).fetchone():
         raise BadRequest(f"operator {span.operator_id} does not exist")
@@ -154,6 +180,15 @@ def build(conn: psycopg.Connection, span: Range) -> dict:
            select min(sampled_at) at time zone %(zone)s, max(waiting), max(assigned) from s group by slice order by 1""",
         {"zone": zone, "first": span.first, "last": span.last, "points": QUEUE_POINTS})]
 
+    answered, fr_p50, fr_p90, within, closed, res_p50 = conn.execute(
+        HEADLINE_SQL, {**args, "zone": zone, "target": target}).fetchone()
+    target_seconds = conn.execute("select extract(epoch from %s::interval)", (target,)).fetchone()[0]
+    headline = {"conversations_answered": int(answered), "first_response_p50": _num(fr_p50),
+                "first_response_p90": _num(fr_p90), "first_response_target": target,
+                "first_response_target_seconds": float(target_seconds),
+                "answered_within_target": _num(within), "conversations_closed": int(closed),
+                "resolution_p50": _num(res_p50)}
+
     rolled = {d for (d,) in conn.execute(
         "select distinct stat_date from chatdesk.operator_daily_stats where stat_date between %s and %s",
         (span.first, span.last))}
@@ -166,10 +201,13 @@ def build(conn: psycopg.Connection, span: Range) -> dict:
     return {
         "from": span.first.isoformat(), "to": span.last.isoformat(), "time_zone": zone,
         "operator_id": str(span.operator_id) if span.operator_id else None,
+        "headline": headline,
         "business_hours": hours, "holidays": holidays,
         "buckets": [float(b) for b in buckets],
         "days_not_rolled_up": [d.isoformat() for d in all_days if d not in rolled],
-        "operators": sorted(operators.values(), key=lambda o: (o["operator"] or "", o["operator_id"])),
+        # by volume: who carried the range first
+        "operators": sorted(operators.values(),
+                            key=lambda o: (-o["messages_sent"], o["operator"] or "", o["operator_id"])),
         "load": load,
         "queue_depth": queue,
     }
@@ -191,9 +229,32 @@ def seconds_text(value) -> str:
     return f"{s // 86400}d {s % 86400 // 3600}h"
 
 
+def title(report: dict) -> str:
+    """One day is titled as one day."""
+    if report["from"] == report["to"]:
+        return f"chatdesk report {report['from']}"
+    return f"chatdesk report {report['from']} to {report['to']}"
+
+
+def headline_text(report: dict) -> list[str]:
+    """The figures a lead reads first, as short phrases."""
+    h = report["headline"]
+    within = "-" if h["answered_within_target"] is None else f"{h['answered_within_target']:.0%}"
+    return [f"{h['conversations_answered']} conversations answered",
+            f"first response median {seconds_text(h['first_response_p50'])}, p90 {seconds_text(h['first_response_p90'])}",
+            f"{within} within {h['first_response_target']}",
+            f"{h['conversations_closed']} closed, resolution median {seconds_text(h['resolution_p50'])}"]
+
+
+def totals(report: dict) -> dict:
+    """The operators' counts added up (the table's and the HTML's last row)."""
+    return {c: sum(op[c] for op in report["operators"]) for c in COUNTS}
+
+
 def to_table(report: dict) -> str:
-    """The range per operator: counts, and average times (wall clock / business time)."""
-    lines = [f"chatdesk report {report['from']} to {report['to']} ({report['time_zone']})"]
+    """The headline, then the range per operator: counts, and average times
+    (wall clock / business time), busiest first, and the totals."""
+    lines = [f"{title(report)} ({report['time_zone']})", "; ".join(headline_text(report))]
     if report["days_not_rolled_up"]:
         lines.append(f"not rolled up yet: {', '.join(report['days_not_rolled_up'])} (run chatdesk rollup)")
     business = bool(report["business_hours"])
@@ -207,6 +268,9 @@ def to_table(report: dict) -> str:
             return f"{text} / {seconds_text(t['business']['avg'])}" if business else text
         rows.append([op["operator"] or op["operator_id"], *(str(op[c]) for c in COUNTS),
                      avg("first_response"), avg("reply"), avg("resolution")])
+    if rows:
+        sums = totals(report)
+        rows.append(["total", *(str(sums[c]) for c in COUNTS), "", "", ""])
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     lines.append("  ".join(h.ljust(w) for h, w in zip(head, widths)))
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
@@ -215,31 +279,3 @@ def to_table(report: dict) -> str:
     if not rows:
         lines.append("(no stats in this range)")
     return "\n".join(lines)
-
-
-def write(conn: psycopg.Connection, span: Range, fmt: str, out) -> None:
-    """The report in `fmt` to the text stream `out`. CSV and JSON stream the
-    daily rows as they come; the table and the HTML need only the totals."""
-    report = build(conn, span)
-    args = {"first": span.first, "last": span.last, "op": span.operator_id}
-    if fmt == "csv":
-        writer = csv.DictWriter(out, fieldnames=DAILY_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(daily_rows(conn, args))
-    elif fmt == "json":
-        head = json.dumps({**report, "daily": []}, indent=2)  # "daily" last: its rows follow
-        out.write(head[:head.rindex("[]")] + "[")
-        for i, row in enumerate(daily_rows(conn, args)):
-            out.write(("," if i else "") + "\n    " + json.dumps(row))
-        out.write("\n  ]\n}\n")
-    else:
-        text = render(report, fmt)
-        out.write(text if text.endswith("\n") else text + "\n")
-
-
-def render(report: dict, fmt: str) -> str:
-    """The totals as a table or one HTML file."""
-    if fmt == "html":
-        from chatdesk import report_html
-        return report_html.render(report)
-    return to_table(report)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from html import escape
 
-from chatdesk.report import CLOCKS, COUNTS, WEEKDAYS, seconds_text
+from datetime import date, timedelta
+
+from chatdesk.report import CLOCKS, COUNTS, WEEKDAYS, seconds_text, title, totals
 
 COLOURS = {"wall": "#2f6db5", "business": "#e08a1e", "messages": "#2f6db5", "closed": "#3a9a5b"}
 STYLE = """
@@ -23,6 +25,10 @@ svg text { font: 11px system-ui, sans-serif; fill: #444; }
 table { border-collapse: collapse; margin-top: 8px; font-size: 12px; } td, th { padding: 3px 8px; border-bottom: 1px solid #eee; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 .legend span { display: inline-block; margin-right: 12px; } .legend i { display: inline-block; width: 10px; height: 10px; margin-right: 4px; }
+.headline { display: flex; flex-wrap: wrap; gap: 12px; margin: 14px 0 18px; }
+.headline div { border: 1px solid #ddd; border-radius: 6px; padding: 8px 14px; background: #fafafa; min-width: 130px; }
+.headline b { display: block; font-size: 22px; } .headline span { color: #666; font-size: 12px; }
+tr.total td { font-weight: 600; border-top: 2px solid #ccc; }
 """
 
 
@@ -117,21 +123,31 @@ def bar_chart(name: str, caption: str, items: list[tuple[str, dict[str, float]]]
     return _figure(name, caption, width, height, "".join(marks), _legend(series))
 
 
-def heatmap(name: str, caption: str, load: list[dict]) -> str:
-    """Messages per hour of day (columns) and weekday (rows)."""
+def weekdays_in(first: str, last: str) -> list[int]:
+    """The ISO weekdays (1 Monday ... 7 Sunday) a range of days covers: in the
+    range's order when it is shorter than a week (Fri, Sat, Sun, Mon), else
+    Monday to Sunday."""
+    start, end = date.fromisoformat(first), date.fromisoformat(last)
+    if (end - start).days >= 6:
+        return list(range(1, 8))
+    return [(start + timedelta(days=i)).isoweekday() for i in range((end - start).days + 1)]
+
+
+def heatmap(name: str, caption: str, load: list[dict], weekdays: list[int]) -> str:
+    """Messages per hour of day (columns) and weekday (rows: those in the range)."""
     cells = {(c["weekday"], c["hour"]): c for c in load}
     top = max([c["messages"] for c in load] + [1])
     size, left, topm = 20, 34, 18
     marks = [f'<text x="{left + h * size + size / 2}" y="12" text-anchor="middle">{h}</text>' for h in range(0, 24, 3)]
-    for w in range(1, 8):
-        marks.append(f'<text x="{left - 6}" y="{topm + (w - 1) * size + 14}" text-anchor="end">{WEEKDAYS[w - 1]}</text>')
+    for row, w in enumerate(weekdays):
+        marks.append(f'<text x="{left - 6}" y="{topm + row * size + 14}" text-anchor="end">{WEEKDAYS[w - 1]}</text>')
         for h in range(24):
             c = cells.get((w, h), {"messages": 0, "queue_entries": 0})
             shade = c["messages"] / top
-            marks.append(f'<rect class="mark" data-value="{c["messages"]}" x="{left + h * size}" y="{topm + (w - 1) * size}" '
+            marks.append(f'<rect class="mark" data-value="{c["messages"]}" x="{left + h * size}" y="{topm + row * size}" '
                          f'width="{size - 1}" height="{size - 1}" fill="rgba(47,109,181,{0.06 + 0.94 * shade:.3f})">'
                          f'<title>{WEEKDAYS[w - 1]} {h:02d}:00: {c["messages"]} messages, {c["queue_entries"]} new in queue</title></rect>')
-    return _figure(name, caption, left + 24 * size + 4, topm + 7 * size + 4, "".join(marks))
+    return _figure(name, caption, left + 24 * size + 4, topm + len(weekdays) * size + 4, "".join(marks))
 
 
 def line_chart(name: str, caption: str, points: list[dict]) -> str:
@@ -178,15 +194,35 @@ def _summary_table(report: dict) -> str:
             if business:
                 cells.append(seconds_text(t["business"]["avg"]))
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    if rows:
+        sums = totals(report)
+        blanks = len(head) - 1 - len(COUNTS)
+        rows.append('<tr class="total"><td>total</td>' + "".join(f"<td>{sums[c]}</td>" for c in COUNTS)
+                    + "<td></td>" * blanks + "</tr>")
     return ("<table><tr>" + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>")
+
+
+def headline(report: dict) -> str:
+    """The strip a lead reads first."""
+    h = report["headline"]
+    within = "-" if h["answered_within_target"] is None else f"{h['answered_within_target']:.0%}"
+    tiles = [("conversations answered", str(h["conversations_answered"])),
+             ("first response, median", seconds_text(h["first_response_p50"])),
+             ("first response, p90", seconds_text(h["first_response_p90"])),
+             (f"answered within {h['first_response_target']}", within),
+             ("resolution, median", seconds_text(h["resolution_p50"]))]
+    return ('<div class="headline" data-chart="headline">'
+            + "".join(f'<div><b>{escape(v)}</b><span>{escape(k)}</span></div>' for k, v in tiles) + "</div>")
 
 
 def render(report: dict) -> str:
     ops = report["operators"]
-    title = f"chatdesk report {report['from']} to {report['to']}"
+    heading = title(report)
     hours = hours_text(report["business_hours"])
     notes = [f"Days in {escape(report['time_zone'])}.",
-             f"Business hours: {escape(hours)}." if hours else "No business hours set: wall-clock times only."]
+             f"Business hours: {escape(hours)}. The business-time series count only the seconds inside them: a "
+             f"chat that waits from 18:00 to 09:05 the next working morning waited 5 minutes of business time."
+             if hours else "No business hours set: wall-clock times only."]
     if report["holidays"]:
         notes.append("Holidays: " + ", ".join(escape(h["date"]) for h in report["holidays"]) + ".")
     warn = (f'<p class="warn">Not rolled up yet: {escape(", ".join(report["days_not_rolled_up"]))} (run chatdesk rollup).</p>'
@@ -198,14 +234,15 @@ def render(report: dict) -> str:
         bar_chart("operators", "Per operator: messages sent and conversations closed",
                   [(op["operator"] or op["operator_id"], {"messages": op["messages_sent"], "closed": op["chats_closed"]})
                    for op in ops]),
-        heatmap("load", "Messages by hour and weekday", report["load"]),
+        heatmap("load", "Messages by hour and weekday", report["load"], weekdays_in(report["from"], report["to"])),
     ]
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>
+<html lang="en"><head><meta charset="utf-8"><title>{escape(heading)}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{STYLE}</style></head>
 <body>
-<h1>{escape(title)}</h1>
+<h1>{escape(heading)}</h1>
 <p class="meta">{" ".join(notes)}</p>{warn}
+{headline(report)}
 <div class="grid">{"".join(charts)}</div>
 <h2>Queue depth</h2>
 {line_chart("queue", "Chats waiting in the queue", report["queue_depth"])}
