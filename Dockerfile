@@ -1,4 +1,4 @@
-# chatdesk runner: migrate, rollup, release-idle, schedule, status, verify.
+# chatdesk runner: migrate, rollup, release-idle, schedule, status, verify, serve.
 #   docker build -t chatdesk .
 #   docker run --rm -e DATABASE_URL=postgresql://... chatdesk migrate
 FROM python:3.11-slim-bookworm
@@ -15,8 +15,11 @@ COPY sql ./sql
 COPY migrations ./migrations
 COPY tests/pgtap ./tests/pgtap
 COPY tests/pgtap_helpers.sql ./tests/pgtap_helpers.sql
-# A regular (non-editable) install: the SQL ships inside the package.
-RUN pip install . && rm -rf /src \
+# A regular (non-editable) install: the SQL ships inside the package. With the
+# serve extra (chatdesk serve); the project itself is what is installed, so
+# there is no version to pin (DL3013 does not know extras of ".").
+# hadolint ignore=DL3013
+RUN pip install '.[serve]' && rm -rf /src \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin chatdesk
 
 WORKDIR /

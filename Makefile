@@ -76,7 +76,7 @@ $(VENV)/.installed-embedded: pyproject.toml | $(VENV)/bin/python
 
 
 # Mutation testing of the SQL (docs/testing.md): not part of `make test`
-# (each mutant runs the behaviour tests; about 15 minutes on 2 cores).
+# (each mutant runs the behaviour tests; about 40 minutes on 2 cores).
 # MUTANTS="capacity reply-race" runs only those.
 mutate: system-deps $(VENV)/.installed-test
 	$(BIN)/python tests/mutate.py $(MUTANTS)

@@ -35,20 +35,24 @@ def index_page() -> str:
 
 
 def cli_page() -> str:
+    from click.testing import CliRunner
+
     from chatdesk.cli import cli
 
-    ctx = click.Context(cli, info_name="chatdesk", terminal_width=100, max_content_width=100)
+    def help_of(*args: str) -> str:
+        # exactly what `chatdesk ... --help` prints, at 100 columns
+        result = CliRunner().invoke(cli, [*args, "--help"], prog_name="chatdesk", terminal_width=100)
+        assert result.exit_code == 0, result.output
+        return result.output.rstrip() + "\n"
+
+    ctx = click.Context(cli, info_name="chatdesk")
     parts = [GENERATED.format(source="runner/chatdesk/cli.py"), "# The command line\n\n",
              "Every command's `--help`, in the order `chatdesk --help` lists them (the order a deployment "
              "meets them). What each is for, in a sentence: the [README](index.md#the-command-line).\n\n",
-             "```\n", cli.get_help(ctx), "\n```\n"]
+             "```\n", help_of(), "```\n"]
     for name in cli.list_commands(ctx):
-        command = cli.commands[name]
-        if command.hidden:
-            continue
-        sub = click.Context(command, info_name=f"chatdesk {name}", parent=ctx, terminal_width=100,
-                            max_content_width=100)
-        parts += [f"\n## chatdesk {name}\n\n```\n", command.get_help(sub), "\n```\n"]
+        if not cli.commands[name].hidden:
+            parts += [f"\n## chatdesk {name}\n\n```\n", help_of(name), "```\n"]
     return "".join(parts)
 
 

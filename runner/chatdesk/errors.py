@@ -15,7 +15,7 @@ AT_CAPACITY = "CD004"  # the operator is already at max_concurrent_chats
 CHAT_CLOSED = "CD005"  # an operator message to a closed chat
 CURSOR_EXPIRED = "CD006"  # a change-feed cursor older than the feed keeps
 TOO_MANY_OPEN_CHATS = "CD007"  # the real user already has max_open_chats_per_user open chats
-NOT_FOUND = "23503"  # a chat, operator or user that does not exist
+NOT_FOUND = "23503"  # a chat, operator or user that does not exist, or a seen message not of that chat
 OUT_OF_RANGE = "23514"  # an empty, blank or over-long value, a bad date or interval
 NOT_ALLOWED = "42501"  # the caller may not do this (or not for that identity)
 

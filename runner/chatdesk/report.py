@@ -240,7 +240,8 @@ def headline_text(report: dict) -> list[str]:
     """The figures a lead reads first, as short phrases."""
     h = report["headline"]
     within = "-" if h["answered_within_target"] is None else f"{h['answered_within_target']:.0%}"
-    return [f"{h['conversations_answered']} conversations answered",
+    answered = h["conversations_answered"]
+    return [f"{answered} conversation{'' if answered == 1 else 's'} answered",
             f"first response median {seconds_text(h['first_response_p50'])}, p90 {seconds_text(h['first_response_p90'])}",
             f"{within} within {h['first_response_target']}",
             f"{h['conversations_closed']} closed, resolution median {seconds_text(h['resolution_p50'])}"]

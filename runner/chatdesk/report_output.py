@@ -53,6 +53,9 @@ def write_file(conn: psycopg.Connection, span: Range, fmt: str, path: str) -> No
             except BaseException:
                 os.unlink(f.name)
                 raise
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(f.name, 0o666 & ~umask)  # as open() would have made it, not the temporary file's 0600
         os.replace(f.name, target)
     except OSError as error:
         raise ChatdeskError(f"cannot write {path}: {error.strerror}") from None

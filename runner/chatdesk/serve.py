@@ -32,6 +32,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import time
 import uuid
 from collections import defaultdict
@@ -51,6 +52,21 @@ from chatdesk import db
 from chatdesk.feed import AsyncFeed, Change, follow_async
 
 log = logging.getLogger("chatdesk.serve")
+
+
+class _RedactTokens(logging.Filter):
+    """An EventSource carries its token in the URL (?access_token=): keep it
+    out of uvicorn's access log when the application runs under uvicorn
+    directly (chatdesk serve turns that log off altogether)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(re.sub(r"(access_token=)[^&\s]+", r"\1[redacted]", a) if isinstance(a, str) else a
+                                for a in record.args)
+        return True
+
+
+logging.getLogger("uvicorn.access").addFilter(_RedactTokens())
 
 CATCH_UP_BATCH = 100  # rows per catch-up read (bodies up to 10 kB each: about 1 MB held at most)
 CATCH_UP_READS = 4    # catch-up reads at once: the pool (8) keeps room for identifying and /healthz
