@@ -86,3 +86,21 @@ def test_migrate_plan_on_an_empty_database_names_the_roles_it_creates(empty_db_u
     assert "apply   migrations/0001.schema.sql" in planned.stdout
     assert "create  role chatdesk_reporting (cluster-wide, NOLOGIN" in planned.stdout
     assert "create  role chatdesk_app" not in planned.stdout  # the cluster has it
+
+
+@pytest.mark.parametrize("args", [
+    ["report", "--from", "2026-13-01", "--to", "2026-01-01"],  # a date that is no date
+    ["release-idle", "--idle-after", "5x"],
+    ["status", "--bogus"],
+    ["--bogus", "status"],
+    ["nosuch"],
+    ["report", "--to", "2026-01-01"],  # a missing option
+    ["rollup", "--date", "2026-01-01", "--from", "2026-01-01"],
+])
+def test_a_mistake_is_exactly_one_error_line(args):
+    """The contract: errors print one line, `Error: ...`, and exit non-zero;
+    not click's usage line and hint before it."""
+    result = run_cli(*args)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()] and result.stderr.startswith("Error: "), \
+        result.stderr

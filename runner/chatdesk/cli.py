@@ -50,6 +50,18 @@ WORKFLOW_ORDER = ("migrate", "create-login", "status", "watch", "serve", "rollup
                   "release-idle", "verify", "test", "demo", "bench", "uninstall")
 
 
+# `chatdesk` alone shows the help (click 8.2+ raises this to do so): not a mistake
+HELP_FOR_NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+def one_line(error: click.UsageError) -> click.UsageError:
+    """The error without its usage line and hint: a mistake prints one line,
+    `Error: ...` (the contract), and exits 2. --help still shows the usage."""
+    if not isinstance(error, HELP_FOR_NO_ARGS):
+        error.ctx = None
+    return error
+
+
 class Group(click.Group):
     """Turns chatdesk's errors and any database error escaping a command into one `Error:` line."""
 
@@ -67,13 +79,18 @@ class Group(click.Group):
                 formatter.write_dl(rows)
 
     def parse_args(self, ctx, args):
-        return super().parse_args(ctx, global_options_first(args))
+        try:
+            return super().parse_args(ctx, global_options_first(args))
+        except click.UsageError as error:
+            raise one_line(error) from None
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except click.UsageError as error:  # an option or argument click could not parse
+            raise one_line(error) from None
         except BadRequest as error:
-            raise click.UsageError(str(error)) from None
+            raise one_line(click.UsageError(str(error))) from None
         except ChatdeskError as error:
             raise click.ClickException(str(error)) from None
         except psycopg.Error as error:
