@@ -609,3 +609,28 @@ def test_a_browser_eventsource_loses_and_repeats_nothing_across_a_server_restart
         assert len(cursors) == len(set(cursors)) == 16
         position = conn.execute("select feed_position()").fetchone()[0]
         assert cursors[-1] == position
+
+
+def test_under_plain_uvicorn_the_access_log_keeps_no_token(db_url):
+    """`uvicorn chatdesk.serve:app` logs requests (chatdesk serve does not):
+    an EventSource's ?access_token= is blanked out of those lines."""
+    port = free_port()
+    env = {**os.environ, "CHATDESK_JWT_SECRET": SECRET, "DATABASE_URL": db_url}
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "chatdesk.serve:app", "--port", str(port)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), timeout=30, what="uvicorn")
+        secret_looking = token(uuid.uuid4())
+        assert httpx.get(f"http://127.0.0.1:{port}/feed", params={"access_token": secret_looking}).status_code == 403
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=15)[0]
+    assert "GET /feed?access_token=[redacted]" in out, out
+    assert secret_looking not in out
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
