@@ -2016,8 +2016,9 @@ CREATE FUNCTION chatdesk.web_identity(p_sub text, OUT operator_id uuid, OUT real
     -- serve): the operator and the real user whose auth_user_id is the JWT's
     -- sub, read and matched as web_operator_id() and web_real_user_id() do
     -- for a web caller (login_of). Both null: nobody.
-    select (select o.id from chatdesk.operators o where o.auth_user_id = chatdesk.login_of(p_sub)),
-           (select u.id from chatdesk.real_users u where u.auth_user_id = chatdesk.login_of(p_sub));
+    select (select o.id from chatdesk.operators o where o.auth_user_id = s.login),
+           (select u.id from chatdesk.real_users u where u.auth_user_id = s.login)
+      from (select chatdesk.login_of(p_sub) as login) s;
 $$;
 
 CREATE FUNCTION chatdesk.web_may_close(p_chat chatdesk.chats) RETURNS boolean

@@ -61,3 +61,12 @@ def test_the_site_builds_strict(tmp_path):
 def test_the_readme_is_a_front_door():
     """At most 200 lines: what it is, the two commands, the first five minutes, links."""
     assert len((ROOT / "README.md").read_text().splitlines()) <= 200
+
+
+def test_every_setting_chatdesk_serve_reads_is_documented():
+    """docs/realtime.md's settings table names every variable serve.py reads."""
+    source = (ROOT / "runner" / "chatdesk" / "serve.py").read_text()
+    read = set(re.findall(r'"(CHATDESK_[A-Z_]+)"', source))
+    page = (ROOT / "docs" / "realtime.md").read_text()
+    documented = set(re.findall(r"^\| `(CHATDESK_[A-Z_]+)`", page, re.M))
+    assert read and read <= documented, f"not in docs/realtime.md's table: {sorted(read - documented)}"

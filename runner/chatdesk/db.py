@@ -38,6 +38,16 @@ def connect(conninfo: str | None, *, autocommit: bool = True, **kwargs) -> psyco
         raise ConnectionFailed(f"cannot connect to the database: {first_line(error)}") from None
 
 
+async def connect_async(conninfo: str | None, *, application_name: str = APP_NAME) -> psycopg.AsyncConnection:
+    """connect() for asyncio (chatdesk.feed.AsyncFeed, chatdesk serve): the
+    same options, the same one-line error."""
+    try:
+        return await psycopg.AsyncConnection.connect(conninfo or "", autocommit=True, prepare_threshold=None,
+                                                     application_name=application_name, connect_timeout=10)
+    except psycopg.Error as error:
+        raise ConnectionFailed(f"cannot connect to the database: {first_line(error)}") from None
+
+
 def not_installed(conninfo: str | None, error: psycopg.Error) -> str | None:
     """For an error that says chatdesk's schema or tables are missing: the
     line that says so and leads to `chatdesk migrate`; None otherwise."""

@@ -167,11 +167,7 @@ class AsyncFeed:
         self._stop.set()
 
     async def connect(self, conninfo: str | None) -> psycopg.AsyncConnection:
-        try:
-            return await psycopg.AsyncConnection.connect(conninfo or "", autocommit=True, prepare_threshold=None,
-                                                         application_name=self.application_name, connect_timeout=10)
-        except psycopg.Error as error:
-            raise ConnectionFailed(f"cannot connect to the database: {db.first_line(error)}") from None
+        return await db.connect_async(conninfo, application_name=self.application_name)
 
     def make(self, row: tuple):
         """One change from one row of `query` (a subclass reads more columns)."""

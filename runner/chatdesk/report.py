@@ -121,7 +121,8 @@ HEADLINE_SQL = """
            (select count(*) filter (where s <= extract(epoch from %(target)s::interval))::float / nullif(count(*), 0)
               from answered),
            (select count(*) from resolved),
-           (select percentile_cont(0.5) within group (order by s) from resolved)"""
+           (select percentile_cont(0.5) within group (order by s) from resolved),
+           extract(epoch from %(target)s::interval)"""
 
 
 DAILY_COLUMNS = ["date", "operator_id", "operator", *COUNTS] + [
@@ -180,9 +181,8 @@ def build(conn: psycopg.Connection, span: Range) -> dict:
            select min(sampled_at) at time zone %(zone)s, max(waiting), max(assigned) from s group by slice order by 1""",
         {"zone": zone, "first": span.first, "last": span.last, "points": QUEUE_POINTS})]
 
-    answered, fr_p50, fr_p90, within, closed, res_p50 = conn.execute(
+    answered, fr_p50, fr_p90, within, closed, res_p50, target_seconds = conn.execute(
         HEADLINE_SQL, {**args, "zone": zone, "target": target}).fetchone()
-    target_seconds = conn.execute("select extract(epoch from %s::interval)", (target,)).fetchone()[0]
     headline = {"conversations_answered": int(answered), "first_response_p50": _num(fr_p50),
                 "first_response_p90": _num(fr_p90), "first_response_target": target,
                 "first_response_target_seconds": float(target_seconds),
@@ -236,15 +236,15 @@ def title(report: dict) -> str:
     return f"chatdesk report {report['from']} to {report['to']}"
 
 
-def headline_text(report: dict) -> list[str]:
-    """The figures a lead reads first, as short phrases."""
+def headline_figures(report: dict) -> list[tuple[str, str]]:
+    """The figures a lead reads first, (label, value), for the table and the HTML."""
     h = report["headline"]
     within = "-" if h["answered_within_target"] is None else f"{h['answered_within_target']:.0%}"
-    answered = h["conversations_answered"]
-    return [f"{answered} conversation{'' if answered == 1 else 's'} answered",
-            f"first response median {seconds_text(h['first_response_p50'])}, p90 {seconds_text(h['first_response_p90'])}",
-            f"{within} within {h['first_response_target']}",
-            f"{h['conversations_closed']} closed, resolution median {seconds_text(h['resolution_p50'])}"]
+    return [("conversations answered", str(h["conversations_answered"])),
+            ("first response, median", seconds_text(h["first_response_p50"])),
+            ("first response, p90", seconds_text(h["first_response_p90"])),
+            (f"answered within {h['first_response_target']}", within),
+            ("resolution, median", seconds_text(h["resolution_p50"]))]
 
 
 def totals(report: dict) -> dict:
@@ -255,7 +255,8 @@ def totals(report: dict) -> dict:
 def to_table(report: dict) -> str:
     """The headline, then the range per operator: counts, and average times
     (wall clock / business time), busiest first, and the totals."""
-    lines = [f"{title(report)} ({report['time_zone']})", "; ".join(headline_text(report))]
+    lines = [f"{title(report)} ({report['time_zone']})",
+             "; ".join(f"{label}: {value}" for label, value in headline_figures(report))]
     if report["days_not_rolled_up"]:
         lines.append(f"not rolled up yet: {', '.join(report['days_not_rolled_up'])} (run chatdesk rollup)")
     business = bool(report["business_hours"])

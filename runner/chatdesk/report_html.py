@@ -11,7 +11,7 @@ from html import escape
 
 from datetime import date, timedelta
 
-from chatdesk.report import CLOCKS, COUNTS, WEEKDAYS, seconds_text, title, totals
+from chatdesk.report import CLOCKS, COUNTS, WEEKDAYS, headline_figures, seconds_text, title, totals
 
 COLOURS = {"wall": "#2f6db5", "business": "#e08a1e", "messages": "#2f6db5", "closed": "#3a9a5b"}
 STYLE = """
@@ -204,15 +204,9 @@ def _summary_table(report: dict) -> str:
 
 def headline(report: dict) -> str:
     """The strip a lead reads first."""
-    h = report["headline"]
-    within = "-" if h["answered_within_target"] is None else f"{h['answered_within_target']:.0%}"
-    tiles = [("conversations answered", str(h["conversations_answered"])),
-             ("first response, median", seconds_text(h["first_response_p50"])),
-             ("first response, p90", seconds_text(h["first_response_p90"])),
-             (f"answered within {h['first_response_target']}", within),
-             ("resolution, median", seconds_text(h["resolution_p50"]))]
     return ('<div class="headline" data-chart="headline">'
-            + "".join(f'<div><b>{escape(v)}</b><span>{escape(k)}</span></div>' for k, v in tiles) + "</div>")
+            + "".join(f'<div><b>{escape(value)}</b><span>{escape(label)}</span></div>'
+                      for label, value in headline_figures(report)) + "</div>")
 
 
 def render(report: dict) -> str:

@@ -49,6 +49,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from chatdesk import db
+from chatdesk.errors import CURSOR_EXPIRED, OUT_OF_RANGE
 from chatdesk.feed import AsyncFeed, Change, follow_async
 
 log = logging.getLogger("chatdesk.serve")
@@ -107,13 +108,14 @@ class ServedChange(Change):
             (ident.real_user_id is not None and self.real_user_id == ident.real_user_id)
             or (ident.operator_id is not None and self.holder == ident.operator_id))
 
-    def event(self, with_message: bool) -> dict:
+    def event_text(self, with_message: bool) -> str:
+        """The event's data: the change as JSON, with its message or not."""
         data = self.as_json()
         if with_message:
             data["message"] = {"id": self.message_id, "sender_type": self.sender_type, "body": self.body,
                                "client_message_id": self.client_message_id,
                                "created_at": self.message_created_at.isoformat()}
-        return data
+        return json.dumps(data)
 
 
 class HubFeed(AsyncFeed):
@@ -210,15 +212,15 @@ class Hub:
         if not (self.by_user or self.operators):
             return
         key = position_key(change.cursor)
-        events = {}  # with and without the message, made once each
+        events = {}  # the event's text with and without the message, each made once for every subscriber
         for sub in self.audience(change):
             if sub.overflowed:
                 continue
             readable = change.may_read_message(sub.identity)
             if readable not in events:
-                events[readable] = change.event(readable)
+                events[readable] = change.event_text(readable)
             try:
-                sub.queue.put_nowait((key, events[readable]))
+                sub.queue.put_nowait((key, change.cursor, events[readable]))
             except asyncio.QueueFull:
                 sub.overflowed = True  # its stream ends; the browser resumes from its last id
 
@@ -249,9 +251,9 @@ class Hub:
     def _wake(sub: Subscriber) -> None:
         """Ends a waiting stream now (an item it will not send)."""
         try:
-            sub.queue.put_nowait((None, None))
+            sub.queue.put_nowait((None, None, None))
         except asyncio.QueueFull:
-            pass  # it is not waiting: it sees overflowed after its next item
+            pass  # it is not waiting: it sees `ended` before it sends another
 
     async def run(self, pool: AsyncConnectionPool) -> None:
         async with pool.connection() as conn:
@@ -435,7 +437,7 @@ class App:
             ident = await self.identify(request)
         except Refused as refused:
             return refused.response()
-        except PoolTimeout:
+        except (PoolTimeout, psycopg.OperationalError):  # the database is busy or away: retry shortly
             return busy()
         if self.hub.subscribers >= MAX_STREAMS:
             return busy()
@@ -445,22 +447,19 @@ class App:
                                 status_code=429, headers={"Retry-After": "5"})
         since = request.headers.get("last-event-id") or request.query_params.get("since")
         sub = Subscriber(ident)
-        live_from = self.hub.add(sub)
+        live_from = self.hub.add(sub)  # before the catch-up read: nothing committed meanwhile slips past
         try:
             first = await self.catch_up(ident, since) if since else []
-        except PoolTimeout:
-            self.hub.remove(sub)
-            return busy()
-        except psycopg.Error as error:
-            self.hub.remove(sub)
-            if error.sqlstate == "CD006":
-                return JSONResponse({"error": "CD006", "message": db.first_line(error), "position": self.hub.cursor},
+        except BaseException as error:
+            self.hub.remove(sub)  # no stream will start
+            if isinstance(error, (PoolTimeout, psycopg.OperationalError)):
+                return busy()
+            sqlstate = getattr(error, "sqlstate", None)
+            if sqlstate == CURSOR_EXPIRED:
+                return JSONResponse({"error": sqlstate, "message": db.first_line(error), "position": self.hub.cursor},
                                     status_code=409)
-            if error.sqlstate == "23514":
-                return JSONResponse({"error": "23514", "message": db.first_line(error)}, status_code=400)
-            raise
-        except BaseException:
-            self.hub.remove(sub)
+            if sqlstate == OUT_OF_RANGE:
+                return JSONResponse({"error": sqlstate, "message": db.first_line(error)}, status_code=400)
             raise
         return FeedResponse(self.stream(sub, since or live_from, first), on_close=lambda: self.hub.remove(sub),
                             ping=PING_SECONDS, send_timeout=30,
@@ -471,45 +470,48 @@ class App:
         hub's, joined by position (each once, in order)."""
         ident = sub.identity
         last = position_key(since)
-        try:
-            yield ServerSentEvent(comment="chatdesk", retry=RETRY_MS)
-            batch = first
-            while batch:  # catching up
-                for change in batch:
-                    last = position_key(change.cursor)
-                    event = change.event(change.may_read_message(ident))
-                    yield ServerSentEvent(data=json.dumps(event), event="change", id=change.cursor)
-                if len(batch) < CATCH_UP_BATCH:
-                    break
-                batch = await self.catch_up(ident, batch[-1].cursor)
-            while not sub.ended:  # live
-                if sub.overflowed and sub.queue.empty():
-                    return  # fell too far behind: the browser resumes from its last id
-                timeout = None if ident.expires_at is None else ident.expires_at - time.time()
-                if timeout is not None and timeout <= 0:
-                    return  # the token has expired: a new one, a new stream
-                try:
-                    key, event = await asyncio.wait_for(sub.queue.get(), timeout)
-                except asyncio.TimeoutError:
-                    return
-                if key is None or sub.ended:
-                    return  # its login changed (Hub.revalidate)
-                if key <= last:
-                    continue  # already sent while catching up
-                last = key
-                yield ServerSentEvent(data=json.dumps(event), event="change", id=event["cursor"])
-        finally:
-            self.hub.remove(sub)
+        # (FeedResponse removes the subscriber from the hub however the stream ends.)
+        yield ServerSentEvent(comment="chatdesk", retry=RETRY_MS)
+        batch = first
+        while batch:  # catching up
+            for change in batch:
+                last = position_key(change.cursor)
+                text = change.event_text(change.may_read_message(ident))
+                yield ServerSentEvent(data=text, event="change", id=change.cursor)
+            if len(batch) < CATCH_UP_BATCH:
+                break
+            batch = await self.catch_up(ident, batch[-1].cursor)
+        while not sub.ended:  # live
+            if sub.overflowed and sub.queue.empty():
+                return  # fell too far behind: the browser resumes from its last id
+            timeout = None if ident.expires_at is None else ident.expires_at - time.time()
+            if timeout is not None and timeout <= 0:
+                return  # the token has expired: a new one, a new stream
+            try:
+                key, cursor, text = await asyncio.wait_for(sub.queue.get(), timeout)
+            except asyncio.TimeoutError:
+                return
+            if key is None or sub.ended:
+                return  # its login changed (Hub.revalidate)
+            if key <= last:
+                continue  # already sent while catching up
+            last = key
+            yield ServerSentEvent(data=text, event="change", id=cursor)
 
 
-def settings_from_env(conninfo: str | None = None, listen_conninfo: str | None = None) -> Settings:
-    secret = os.environ.get("CHATDESK_JWT_SECRET", "")
+def checked_secret(secret: str) -> str:
+    """The HS256 secret, refused when missing or too weak (ValueError)."""
     if not secret:
         raise ValueError("CHATDESK_JWT_SECRET is not set: chatdesk serve checks each browser's JWT with it "
                          "(the HS256 secret PostgREST or Supabase signs with)")
     if len(secret.strip()) < MIN_SECRET:
         raise ValueError(f"CHATDESK_JWT_SECRET is shorter than {MIN_SECRET} characters: too weak for HS256 "
                          "(PostgREST refuses it too)")
+    return secret
+
+
+def settings_from_env(conninfo: str | None = None, listen_conninfo: str | None = None) -> Settings:
+    secret = checked_secret(os.environ.get("CHATDESK_JWT_SECRET", ""))
     origins = tuple(o.strip() for o in os.environ.get("CHATDESK_CORS_ORIGINS", "").split(",") if o.strip())
     return Settings(conninfo=conninfo if conninfo is not None else os.environ.get("DATABASE_URL"),
                     listen_conninfo=listen_conninfo or os.environ.get("CHATDESK_LISTEN_URL") or None,
@@ -525,7 +527,8 @@ def create_app(conninfo: str | None = None, *, listen_conninfo: str | None = Non
     if secret is None:
         settings = settings_from_env(conninfo, listen_conninfo)
     else:
-        settings = Settings(conninfo, listen_conninfo, secret, audience or "authenticated", cors_origins)
+        settings = Settings(conninfo, listen_conninfo, checked_secret(secret), audience or "authenticated",
+                            cors_origins)
     if audience is not None:
         settings.audience = audience
     if cors_origins:
